@@ -1,0 +1,54 @@
+"""clibd_toolkit: CLIBD-style multimodal biodiversity models (image + DNA barcode + taxonomy text).
+
+The package is a thin library with one module per stage of the data flow::
+
+    records -> tokenise/transform -> encode -> train -> embeddings -> index/retrieve -> evaluate -> visualise
+
+Importing the package is cheap and has no side effects; heavy modules (torch, transformers) load on first use.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# name -> module that defines it (loaded lazily, like pybioclip's module __getattr__)
+_EXPORTS = {
+    "RANKS": "schema",
+    "MODALITIES": "schema",
+    "ClibdError": "errors",
+    "ConfigError": "errors",
+    "DataError": "errors",
+    "load_records": "records",
+    "normalise_records": "records",
+    "ModelConfig": "config",
+    "EncoderConfig": "config",
+    "AdapterConfig": "config",
+    "TrainConfig": "config",
+    "KmerTokenizer": "dna",
+    "load_image": "images",
+    "create_model": "model",
+    "CLIBDModel": "model",
+    "list_presets": "presets",
+    "get_preset": "presets",
+    "train": "train",
+    "load_run": "checkpoint",
+    "extract_embeddings": "embed",
+    "EmbeddingSet": "store",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'clibd_toolkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
