@@ -36,6 +36,16 @@ def _fail(record_id: Any, what: str, exc: type[DataError] = DataError) -> DataEr
     return exc(prefix + what, record_id=None if record_id is None else str(record_id))
 
 
+#: prefix -> function returning the encoded bytes of an image reference string (e.g. rows of an HDF5 file)
+_IMAGE_SOURCES: dict[str, Any] = {}
+
+
+def register_image_source(prefix: str, fetch: Any) -> None:
+    """Let :func:`load_image` resolve reference strings starting with ``prefix`` (e.g. ``"hdf5://"``) through
+    ``fetch(reference) -> bytes``. Readers of container formats use this to keep images lazy."""
+    _IMAGE_SOURCES[prefix] = fetch
+
+
 def load_image(source: Any, *, record_id: Any = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open and decode an image into 8-bit RGB.
 
@@ -48,6 +58,11 @@ def load_image(source: Any, *, record_id: Any = None, max_pixels: int = MAX_PIXE
         DataFileError: the file does not exist.
         DataError: empty, truncated, not an image, too large, or too small.
     """
+    if isinstance(source, str):
+        for prefix, fetch in _IMAGE_SOURCES.items():
+            if source.startswith(prefix):
+                source = fetch(source)
+                break
     if isinstance(source, Image.Image):
         img = source
     elif isinstance(source, np.ndarray):
