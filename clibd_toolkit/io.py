@@ -70,3 +70,48 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 def is_temporary(path: Path) -> bool:
     """True for the temporary files :func:`atomic_path` leaves behind when a process is killed mid-write."""
     return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+def load_tensors(path: str | Path) -> dict:
+    """Load a state dict without executing code: safetensors, or ``torch.load(weights_only=True)`` for
+    ``.pt``/``.pth``/``.bin`` files.
+
+    Raises:
+        CheckpointError: the file is missing or unreadable.
+        UnsafeFileError: the file is a pickle that would execute code (refused, never run).
+    """
+    import pickle
+
+    import torch
+
+    from .errors import CheckpointError, UnsafeFileError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeFileError(
+            f"{path} was refused: loading it would execute code from the file ({str(exc).splitlines()[0]}). "
+            "Only weights are loaded (safetensors or torch.save of tensors); re-save the weights with "
+            "torch.save(model.state_dict()) or safetensors"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable weights file ({exc})") from None
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "model_state_dict"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict of tensors")
+    return obj

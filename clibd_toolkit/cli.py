@@ -1,0 +1,252 @@
+"""The ``clibd`` command line: a thin shell over the library.
+
+Every subcommand documents its options in ``--help``. Bad input ends with one line on stderr
+(``clibd: error: ...``) and exit status 2; no traceback. Subcommands are registered in :data:`COMMANDS` as
+``name -> (module, help)``; each module provides ``add_<name>_arguments(parser)`` and ``run_<name>(args) -> int``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+# subcommand -> (module defining add_<cmd>_arguments / run_<cmd>, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "presets": ("clibd_toolkit.cli", "list model presets and their encoders with parameter counts"),
+    "pretrain-dna": ("clibd_toolkit.pretrain", "pretrain a k-mer DNA encoder with masked k-mer modelling"),
+    "train": ("clibd_toolkit.cli", "train a CLIBD model contrastively on records"),
+    "embed": ("clibd_toolkit.cli", "embed records with a trained run into one embedding file"),
+}
+
+
+def _func_name(command: str) -> str:
+    return command.replace("-", "_")
+
+
+# --- shared options -------------------------------------------------------------------------------------------
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", required=required, metavar="DATA",
+                       help="records: BOLD TSV, CSV/TSV/Parquet, FASTA, CLIBD HDF5, BIOSCAN folder or simulator folder")
+    group.add_argument("--format", default="auto", help="data format (default: detect from the path)")
+    group.add_argument("--image-root", default=None, help="folder that relative image paths are resolved against")
+    group.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                       help="bad records: stop with an error (default) or skip them, listing each in a rejects file")
+
+
+def load_data(args: argparse.Namespace, rejects_path: Path | None = None):
+    """Read ``--data`` with the shared options; under ``--on-error skip`` write the rejects file and log counts."""
+    from .readers import read_records
+
+    options = {}
+    if getattr(args, "image_root", None):
+        options["image_root"] = args.image_root
+    result = read_records(args.data, format=args.format, on_error=args.on_error, **options)
+    if len(result.rejects):
+        path = rejects_path or Path(str(args.data).rstrip("/") + ".rejects.csv")
+        result.rejects.save(path)
+        _info(f"{result.summary()}; rejects listed in {path}")
+    return result.records
+
+
+def _info(message: str) -> None:
+    sys.stderr.write(message + "\n")
+
+
+# --- presets --------------------------------------------------------------------------------------------------
+
+
+def add_presets_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run_presets(args: argparse.Namespace) -> int:
+    from .encoders import list_architectures
+    from .model import CLIBDModel
+    from .presets import get_preset, list_presets
+
+    rows = []
+    for name in list_presets():
+        cfg = get_preset(name, pretrained=False)
+        model = CLIBDModel(cfg)
+        for modality in cfg.modalities:
+            enc_cfg = cfg.encoder(modality)
+            enc = model.encoders[modality]
+            rows.append({"preset": name, "modality": modality, "arch": enc_cfg.arch,
+                         "weights": get_preset(name).encoder(modality).pretrained or "random",
+                         "finetune": enc_cfg.adapter.mode, "parameters": sum(p.numel() for p in enc.parameters()),
+                         "embed_dim": cfg.embed_dim})
+    if args.json:
+        sys.stdout.write(json.dumps({"presets": rows, "architectures": [
+            {"modality": s.modality, "arch": s.name, "description": s.description} for s in list_architectures()]},
+            indent=2) + "\n")
+        return 0
+    header = f"{'preset':<7} {'modality':<8} {'arch':<19} {'weights':<28} {'finetune':<8} {'parameters':>12}  dim"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(f"{r['preset']:<7} {r['modality']:<8} {r['arch']:<19} {str(r['weights']):<28} {r['finetune']:<8} "
+                     f"{r['parameters']:>12,}  {r['embed_dim']}")
+    lines.append("(default preset: cpu; `weights` is what pretrained=True loads: 'bundled' ships offline)")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+# --- train ----------------------------------------------------------------------------------------------------
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    from .config import TrainConfig
+
+    defaults = TrainConfig()
+    add_data_arguments(parser)
+    parser.add_argument("--out", required=True, metavar="RUN", help="run folder to create (checkpoints, history)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--preset", default="cpu", help="model preset: paper, cpu (default), tiny")
+    model.add_argument("--modalities", default=None, help="comma-separated subset, e.g. dna,text (default: all)")
+    model.add_argument("--no-pretrained", action="store_true", help="random initialisation instead of the preset's weights")
+    model.add_argument("--finetune", choices=["lora", "full", "frozen"], default=None,
+                       help="fine-tuning mode of every encoder (default: the preset's per-encoder modes)")
+    model.add_argument("--lora-r", type=int, default=4, help="LoRA rank (with --finetune lora)")
+    model.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: = rank, CLIBD scaling)")
+    model.add_argument("--lora-dropout", type=float, default=0.0, help="LoRA dropout")
+    model.add_argument("--model-config", default=None, metavar="JSON", help="a ModelConfig JSON file (overrides --preset)")
+    opt = parser.add_argument_group("training")
+    opt.add_argument("--epochs", type=int, default=defaults.epochs)
+    opt.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    opt.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate of the one-cycle schedule")
+    opt.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    opt.add_argument("--grad-accum-steps", type=int, default=defaults.grad_accum_steps)
+    opt.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=defaults.precision)
+    opt.add_argument("--device", default=defaults.device, help="auto (default), cpu, cuda, cuda:N, mps")
+    opt.add_argument("--seed", type=int, default=defaults.seed)
+    opt.add_argument("--num-workers", type=int, default=defaults.num_workers)
+    opt.add_argument("--no-augment", action="store_true", help="no image training augmentation")
+    opt.add_argument("--max-steps", type=int, default=0, help="stop after this many optimiser steps (0: no limit)")
+    opt.add_argument("--eval-every", type=int, default=defaults.eval_every, help="validate every N epochs")
+    opt.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    opt.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def model_config_from_args(args: argparse.Namespace):
+    from .config import AdapterConfig, ModelConfig
+    from .presets import get_preset
+
+    if args.model_config:
+        cfg = ModelConfig.load(args.model_config)
+    else:
+        cfg = get_preset(args.preset, pretrained=False if args.no_pretrained else None)
+    if args.modalities:
+        cfg = cfg.with_modalities(args.modalities)
+    if args.finetune:
+        adapter = AdapterConfig(mode=args.finetune, r=args.lora_r,
+                                alpha=args.lora_alpha if args.lora_alpha is not None else float(args.lora_r),
+                                dropout=args.lora_dropout)
+        cfg = cfg.with_adapter(adapter)
+    return cfg
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .config import TrainConfig
+    from .train import train
+
+    train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                            grad_accum_steps=args.grad_accum_steps, precision=args.precision, device=args.device,
+                            seed=args.seed, num_workers=args.num_workers, augment=not args.no_augment,
+                            max_steps=args.max_steps, eval_every=args.eval_every, progress=not args.no_progress)
+    model_cfg = model_config_from_args(args)
+    out = Path(args.out)
+    records = load_data(args, rejects_path=out / "data-rejects.csv")
+    result = train(records, model_cfg, train_cfg, out, resume=args.resume, on_error=args.on_error,
+                   data_info={"source": str(args.data)})
+    last = result.history.iloc[-1] if len(result.history) else None
+    first = result.history.iloc[0] if len(result.history) else None
+    summary = {"run": str(out), "steps": result.steps, "best_epoch": result.best_epoch,
+               "best_val_metric": result.best_metric,
+               "loss_first": None if first is None else round(float(first["loss"]), 4),
+               "loss_last": None if last is None else round(float(last["loss"]), 4)}
+    sys.stdout.write(json.dumps(summary) + "\n")
+    return 0
+
+
+# --- embed ----------------------------------------------------------------------------------------------------
+
+
+def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_arguments(parser)
+    parser.add_argument("--run", required=True, help="training run folder (clibd train --out)")
+    parser.add_argument("--out", required=True, help="embedding file to write (.parquet)")
+    parser.add_argument("--checkpoint", default="best", help="best (default), last, or epoch-NNNN")
+    parser.add_argument("--modalities", default=None, help="subset of the model's modalities (default: all)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    from .checkpoint import load_run
+    from .embed import extract_embeddings
+    from .train import resolve_device
+
+    model = load_run(args.run, args.checkpoint, device=str(resolve_device(args.device)))
+    records = load_data(args, rejects_path=Path(str(args.out) + ".rejects.csv"))
+    emb = extract_embeddings(model, records, modalities=args.modalities, batch_size=args.batch_size,
+                             progress=not args.no_progress)
+    emb.config["run"] = str(args.run)
+    emb.config["data"] = str(args.data)
+    emb.save(args.out)
+    counts = {m: int(emb.has(m).sum()) for m in emb.modalities}
+    sys.stdout.write(json.dumps({"out": str(args.out), "records": len(emb), "vectors": counts}) + "\n")
+    return 0
+
+
+# --- entry point ----------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="clibd", description="CLIBD-style multimodal biodiversity models: images, DNA barcodes and taxonomy "
+        "text in one latent space.", epilog="Run `clibd COMMAND --help` for the options of each command.")
+    parser.add_argument("--version", action="version", version=f"clibd_toolkit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module = importlib.import_module(module_name)
+        getattr(module, f"add_{_func_name(name)}_arguments")(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .errors import ClibdError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if not args.command:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(getattr(module, f"run_{_func_name(args.command)}")(args) or 0)
+    except ClibdError as exc:
+        message = " ".join(str(exc).split())
+        sys.stderr.write(f"clibd {args.command}: error: {message}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"clibd {args.command}: interrupted\n")
+        return 130
+    except OSError as exc:
+        sys.stderr.write(f"clibd {args.command}: error: {exc}\n")
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

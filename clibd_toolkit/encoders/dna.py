@@ -1,0 +1,126 @@
+"""DNA encoders: BERT over non-overlapping k-mers (BarcodeBERT and smaller toolkit-pretrained variants).
+
+``bert_kmer`` covers the paper's BarcodeBERT (BERT-base, 5-mers, 1,027 tokens) and the small k-mer transformers
+the toolkit pretrains itself (:mod:`clibd_toolkit.pretrain`). Weights load into a stock transformers
+``BertModel`` with the toolkit's own tokenizer (:class:`~clibd_toolkit.dna.KmerTokenizer`); no remote code.
+
+Pooling (``EncoderConfig.pooling``):
+
+- ``softmax_mean`` (CLIBD, reference 1.4): BarcodeBERT's MLM transform (dense + GELU + LayerNorm), a new
+  ``Linear(hidden, embed_dim)`` in place of the MLM decoder, softmax over the embed_dim logits of each token, then
+  the mean over all tokens (padding included, no attention mask);
+- ``mean`` (default for other presets): mean of the last hidden states over real tokens (padding k-mers masked),
+  then ``Linear(hidden, embed_dim)``.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..config import EncoderConfig, ModelConfig
+from ..errors import CheckpointError, ConfigError
+from ..io import load_tensors
+from . import pick, register_encoder
+
+BUNDLED_DNA_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "dna_kmer_small.safetensors"
+
+
+def kmer_bert_config(cfg: EncoderConfig, model_cfg: ModelConfig, defaults: dict[str, int]):
+    from transformers import BertConfig
+
+    n_tokens = model_cfg.dna_max_length // model_cfg.dna_k + 1
+    return BertConfig(
+        vocab_size=3 + 4**model_cfg.dna_k,
+        hidden_size=pick(cfg.hidden_size, defaults["hidden"]),
+        num_hidden_layers=pick(cfg.num_layers, defaults["layers"]),
+        num_attention_heads=pick(cfg.num_heads, defaults["heads"]),
+        intermediate_size=pick(cfg.intermediate_size, defaults["ffn"]),
+        max_position_embeddings=max(512 if defaults["hidden"] >= 768 else n_tokens, n_tokens),
+        pad_token_id=0,
+    )
+
+
+class KmerBertEncoder(nn.Module):
+    input_kind = "kmer"
+    lora_targets = ("query", "value")
+
+    def __init__(self, backbone: nn.Module, transform: nn.Module | None, embed_dim: int, pooling: str,
+                 use_mask: bool):
+        super().__init__()
+        self.backbone = backbone
+        self.transform = transform
+        self.head = nn.Linear(backbone.config.hidden_size, embed_dim)
+        self.pooling = pooling
+        self.use_mask = use_mask
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask if self.use_mask else None
+        hidden = self.backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        if self.pooling == "softmax_mean":
+            logits = self.head(self.transform(hidden))
+            return logits.softmax(dim=-1).mean(dim=1)
+        weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return self.head(pooled)
+
+
+def _split_mlm_state(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+    """BertForMaskedLM state dict -> (BertModel state, MLM transform state); prefixes like module. stripped."""
+    bert, transform = {}, {}
+    for key, value in state.items():
+        key = re.sub(r"^(module\.|model\.)+", "", key)
+        if key.startswith("bert."):
+            bert[key[len("bert."):]] = value
+        elif key.startswith("cls.predictions.transform."):
+            transform[key[len("cls.predictions.transform."):]] = value
+        elif key.startswith(("embeddings.", "encoder.")):
+            bert[key] = value
+    return bert, transform
+
+
+@register_encoder("dna", "bert_kmer", "BERT over non-overlapping k-mers (BarcodeBERT scheme); sizes from the config")
+def build_bert_kmer(cfg: EncoderConfig, model_cfg: ModelConfig) -> nn.Module:
+    from transformers import BertModel
+    from transformers.models.bert.modeling_bert import BertPredictionHeadTransform
+
+    pooling = "mean" if cfg.pooling == "default" else cfg.pooling
+    if pooling not in ("mean", "softmax_mean"):
+        raise ConfigError(f"`EncoderConfig.pooling` for bert_kmer got {cfg.pooling!r}; expected mean or softmax_mean")
+    defaults = {"hidden": 768, "layers": 12, "heads": 12, "ffn": 3072}
+    state = None
+    if cfg.pretrained is not None:
+        path = BUNDLED_DNA_WEIGHTS if cfg.pretrained == "bundled" else Path(cfg.pretrained)
+        if not path.is_file():
+            raise CheckpointError(
+                f"DNA weights {cfg.pretrained!r} not found ({path}); pass a BarcodeBERT / `clibd pretrain-dna` "
+                "checkpoint file, or pretrained=None")
+        state = load_tensors(path)
+        emb = next((v for k, v in state.items() if k.endswith("word_embeddings.weight")), None)
+        layers = {int(m.group(1)) for k in state for m in [re.search(r"encoder\.layer\.(\d+)\.", k)] if m}
+        ffn = next((v.shape[0] for k, v in state.items() if k.endswith("intermediate.dense.weight")), None)
+        if emb is None or not layers or ffn is None:
+            raise CheckpointError(f"{path} does not hold BERT k-mer weights (no embeddings / encoder layers found)")
+        if emb.shape[0] != 3 + 4**model_cfg.dna_k:
+            raise CheckpointError(f"{path} has a vocabulary of {emb.shape[0]} tokens but dna_k={model_cfg.dna_k} "
+                                  f"needs {3 + 4**model_cfg.dna_k}; use the k the weights were trained with")
+        heads = int(state["__num_heads__"].item()) if "__num_heads__" in state else None
+        defaults = {"hidden": emb.shape[1], "layers": max(layers) + 1,
+                    "heads": heads or max(1, emb.shape[1] // 64), "ffn": ffn}
+    bert_cfg = kmer_bert_config(cfg, model_cfg, defaults)
+    backbone = BertModel(bert_cfg, add_pooling_layer=False)
+    transform = BertPredictionHeadTransform(bert_cfg) if pooling == "softmax_mean" else None
+    if state is not None:
+        bert_state, transform_state = _split_mlm_state({k: v for k, v in state.items() if not k.startswith("__")})
+        if "embeddings.position_ids" not in bert_state:
+            bert_state["embeddings.position_ids"] = backbone.embeddings.position_ids
+        missing, unexpected = backbone.load_state_dict(bert_state, strict=False)
+        missing = [k for k in missing if not k.endswith("position_ids")]
+        if missing:
+            raise CheckpointError(f"{cfg.pretrained}: {len(missing)} BERT weights missing, e.g. {missing[:3]}; "
+                                  "check the encoder sizes match the checkpoint")
+        if transform is not None and transform_state:
+            transform.load_state_dict(transform_state)
+    return KmerBertEncoder(backbone, transform, model_cfg.embed_dim, pooling, model_cfg.dna_attention_mask)

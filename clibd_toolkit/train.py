@@ -1,0 +1,359 @@
+"""Contrastive training (reference section 3): AdamW + one-cycle schedule, per-epoch atomic checkpoints, exact
+resume, best checkpoint by validation metric, bf16 autocast on GPU, gradient accumulation, torchrun/DDP aware.
+
+Determinism: the record order of each epoch, every augmentation and every dropout mask derive from
+``(seed, epoch)``, so a run killed at any point and resumed with ``resume=True`` redoes the interrupted epoch from
+the last complete checkpoint and ends with the same weights as an uninterrupted run (on CPU).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+
+from .batching import make_batch, modality_present
+from .checkpoint import (
+    checkpoint_folder,
+    list_epoch_checkpoints,
+    load_model_state,
+    load_trainer_state,
+    prune_checkpoints,
+    read_run_info,
+    save_checkpoint,
+    write_run_info,
+)
+from .config import ModelConfig, TrainConfig
+from .errors import CheckpointError, ConfigError, DataError
+from .loss import ContrastiveLoss
+from .model import CLIBDModel
+from .records import Rejects, check_records
+from .schema import DNA, IMAGE, RECORD_ID
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    run_dir: Path
+    model: CLIBDModel
+    epochs: int
+    steps: int
+    history: pd.DataFrame
+    best_epoch: int
+    best_metric: float | None
+    val_metrics: list[dict[str, Any]] = field(default_factory=list)
+
+
+# --- devices and distributed --------------------------------------------------------------------------------
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda (LOCAL_RANK under torchrun), else mps, else cpu; explicit names are checked."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} was asked for but CUDA is not available; use device='auto' or 'cpu'")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("device 'mps' was asked for but is not available; use device='auto' or 'cpu'")
+    return torch.device(device)
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size); (0, 1) when not distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+# --- data checks --------------------------------------------------------------------------------------------
+
+
+def check_trainable(records: pd.DataFrame, modalities: tuple[str, ...], k: int, *, on_error: str = "raise",
+                    rejects: Rejects | None = None) -> pd.DataFrame:
+    """Find every record that cannot be trained on (barcode shorter than one k-mer, missing image file, no
+    modality of the model at all), before any compute is spent. Raises one DataError listing all of them, or
+    with ``on_error="skip"`` leaves them out and adds each to ``rejects``."""
+    problems: list[tuple[int, str, str, Any, str]] = []
+    ids = records[RECORD_ID].tolist()
+    if "dna" in modalities:
+        for i, seq in enumerate(records[DNA].tolist()):
+            if isinstance(seq, str) and len(seq) < k:
+                problems.append((i, ids[i], DNA, seq, f"barcode is {len(seq)} nt, shorter than one {k}-mer"))
+    if "image" in modalities:
+        for i, img in enumerate(records[IMAGE].tolist()):
+            if isinstance(img, str) and "://" not in img and not Path(img).is_file():
+                problems.append((i, ids[i], IMAGE, img, "image file does not exist"))
+    usable = np.zeros(len(records), dtype=bool)
+    for m in modalities:
+        if m != "text":
+            usable |= modality_present(records, m)
+    if set(modalities) <= {"text"}:
+        usable[:] = True
+    for i in np.flatnonzero(~usable):
+        problems.append((int(i), ids[i], "/".join(m for m in modalities if m != "text"), None,
+                         f"record has none of the model's input modalities {list(modalities)}"))
+    if not problems:
+        return records
+    if on_error == "raise":
+        listed = "; ".join(f"{rid}: {reason}" for _, rid, _, _, reason in problems[:10])
+        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+        raise DataError(f"{len(problems)} record(s) cannot be used for training: {listed}{more}. Fix them, or pass "
+                        "on_error='skip' (--on-error skip) to leave them out and list them in a rejects file",
+                        record_id=problems[0][1])
+    bad = np.zeros(len(records), dtype=bool)
+    for i, rid, col, value, reason in problems:
+        if not bad[i]:
+            rejects.add(row=i, record_id=rid, column=col, value=value, reason=reason)
+        bad[i] = True
+    return records.loc[~bad].reset_index(drop=True)
+
+
+# --- validation ---------------------------------------------------------------------------------------------
+
+
+def _validation_metric(model: CLIBDModel, records: pd.DataFrame) -> tuple[float | None, dict[str, Any]]:
+    """CLIBD checkpoint selection: mean top-1 micro+macro accuracy over every pair, seen+unseen, 4 ranks (val)."""
+    from .embed import extract_embeddings
+    from .evaluate import EvalConfig, evaluate_embeddings, mean_top1
+    from .splits import has_splits, key_mask, query_mask
+
+    if not has_splits(records):
+        return None, {}
+    keys = key_mask(records)
+    queries = query_mask(records, "val", "seen") | query_mask(records, "val", "unseen")
+    if not keys.any() or not queries.any():
+        return None, {}
+    subset = records.loc[keys | queries].reset_index(drop=True)
+    emb = extract_embeddings(model, subset, progress=False)
+    result = evaluate_embeddings(emb, EvalConfig(stage="val"))
+    value = mean_top1(result)
+    return value, {"mean_top1": value, "n_queries": int(queries.sum()), "n_keys": int(keys.sum())}
+
+
+# --- the loop -----------------------------------------------------------------------------------------------
+
+
+def train(
+    records: pd.DataFrame,
+    model_config: ModelConfig,
+    train_config: TrainConfig = TrainConfig(),
+    run_dir: str | Path = "run",
+    *,
+    resume: bool = False,
+    on_error: str = "raise",
+    data_info: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train a CLIBD model contrastively on ``records`` and write the run folder.
+
+    Training records are the ``pretrain`` + ``train`` splits when the table has splits (validation then uses
+    ``val_seen``/``val_unseen`` queries against the pooled keys to pick the best checkpoint), else all records.
+
+    Args:
+        records: canonical records table (see :func:`clibd_toolkit.load_records`).
+        model_config: which encoders (and so which modalities) to train; see :mod:`clibd_toolkit.presets`.
+        train_config: optimisation settings.
+        run_dir: output folder (created); must not hold another run unless ``resume``.
+        resume: continue from the newest complete checkpoint in ``run_dir`` with the same configs.
+        on_error: ``"skip"`` leaves out unusable records (listed in ``run_dir/rejects.csv``) instead of raising.
+
+    Returns:
+        A :class:`TrainResult` with the trained model (best checkpoint loaded) and the loss history.
+    """
+    from tqdm.auto import tqdm
+
+    from .splits import has_splits, train_mask
+
+    run_dir = Path(run_dir)
+    rank, world = dist_info()
+    is_main = rank == 0
+    check_records(records, need=model_config.modalities)
+    modalities = model_config.modalities
+    if len(modalities) < 2:
+        raise ConfigError(f"contrastive training needs at least two modalities; the model has {list(modalities)}")
+
+    # --- run folder and resume ---
+    existing = list_epoch_checkpoints(run_dir)
+    start_epoch, global_step = 0, 0
+    history: list[dict[str, Any]] = []
+    val_metrics: list[dict[str, Any]] = []
+    best_metric: float | None = None
+    best_epoch = 0
+    trainer_state = None
+    if resume:
+        if (run_dir / "run.json").is_file():
+            saved_model, saved_train, _ = read_run_info(run_dir)
+            if saved_model != model_config or saved_train.replace(progress=train_config.progress) != train_config:
+                raise CheckpointError(f"--resume: {run_dir} was started with different settings; resume with the "
+                                      "same preset, modalities and training options, or use a new --out folder")
+        if existing:
+            trainer_state = load_trainer_state(existing[-1])
+    elif existing:
+        raise CheckpointError(f"{run_dir} already holds a training run; pass --resume to continue it or choose a new "
+                              "--out folder")
+
+    rejects = Rejects()
+    split_applied = has_splits(records)
+    train_records = records.loc[train_mask(records)].reset_index(drop=True) if split_applied else records
+    train_records = check_trainable(train_records, modalities, model_config.dna_k, on_error=on_error, rejects=rejects)
+    if len(rejects) and is_main:
+        rejects.save(run_dir / "rejects.csv")
+        log.warning("left out %d unusable records, listed in %s", len(rejects), run_dir / "rejects.csv")
+    if len(train_records) < 2:
+        raise DataError(f"only {len(train_records)} training record(s); contrastive training needs at least 2")
+
+    device = resolve_device(train_config.device)
+    use_bf16 = train_config.precision == "bf16" or (train_config.precision == "auto" and device.type == "cuda")
+    if use_bf16 and device.type == "cpu" and train_config.precision == "bf16":
+        log.info("bf16 autocast on CPU")
+
+    _seed_everything(train_config.seed)
+    model = CLIBDModel(model_config).to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=train_config.lr, weight_decay=train_config.weight_decay)
+
+    per_rank_batch = max(2, train_config.batch_size // world)
+    n_batches = len(train_records) // (per_rank_batch * world)
+    if n_batches == 0:
+        n_batches = 1  # fewer records than one global batch: one (smaller) batch per epoch
+    steps_per_epoch = max(1, n_batches // train_config.grad_accum_steps)
+    total_steps = steps_per_epoch * train_config.epochs
+    if train_config.max_steps:
+        total_steps = min(total_steps, train_config.max_steps)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=train_config.lr, total_steps=max(total_steps, 2), pct_start=train_config.pct_start,
+        anneal_strategy="cos", cycle_momentum=False, div_factor=train_config.div_factor,
+        final_div_factor=train_config.final_div_factor)
+
+    if trainer_state is not None:
+        load_model_state(existing[-1], model)
+        optimizer.load_state_dict(trainer_state["optimizer"])
+        scheduler.load_state_dict(trainer_state["scheduler"])
+        start_epoch = int(trainer_state["epoch"])
+        global_step = int(trainer_state["global_step"])
+        history = list(trainer_state.get("history", []))
+        val_metrics = list(trainer_state.get("val_metrics", []))
+        best_metric = trainer_state.get("best_metric")
+        best_epoch = int(trainer_state.get("best_epoch", 0))
+        log.info("resuming %s from epoch %d (step %d)", run_dir, start_epoch, global_step)
+
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        info = {"n_records": len(records), "n_train": len(train_records), "n_rejected": len(rejects),
+                "splits_from_data": split_applied, **(data_info or {})}
+        write_run_info(run_dir, model_config, train_config, info)
+
+    ddp_model: torch.nn.Module = model
+    if world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+
+    loss_fn = ContrastiveLoss()
+    done = global_step >= total_steps
+    for epoch in range(start_epoch, train_config.epochs):
+        if done:
+            break
+        epoch_seed = _epoch_seed(train_config.seed, epoch)
+        torch.manual_seed(epoch_seed)
+        order = torch.randperm(len(train_records), generator=torch.Generator().manual_seed(epoch_seed)).numpy()
+        # each rank takes every world-th record of the epoch's permutation (DistributedSampler semantics)
+        n_used = n_batches * per_rank_batch * world if len(train_records) >= per_rank_batch * world else len(order)
+        order = order[:n_used][rank::world]
+        model.train()
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{train_config.epochs}", unit="step",
+                   disable=not (train_config.progress and is_main), leave=False)
+        optimizer.zero_grad(set_to_none=True)
+        accum = 0
+        for b in range(0, len(order), per_rank_batch):
+            idx = order[b: b + per_rank_batch]
+            if len(idx) < 2 and world == 1:
+                continue
+            chunk = train_records.iloc[idx]
+            rngs = [np.random.default_rng([train_config.seed, epoch, int(i)]) for i in idx]
+            batch = make_batch(model.preprocess, chunk, modalities, train=train_config.augment, rngs=rngs,
+                               text_for_all=True)
+            present = [m for m in modalities if bool(batch.present[m].any())]
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                feats = ddp_model({m: batch.inputs[m] for m in present})
+                full = {m: _scatter_zero(feats[m], batch.present[m]) if m in feats else
+                        torch.zeros(len(idx), model_config.embed_dim, device=device) for m in modalities}
+                loss = loss_fn(full, model.scale(), {m: batch.present[m].to(device) for m in modalities})
+            (loss / train_config.grad_accum_steps).backward()
+            accum += 1
+            if accum < train_config.grad_accum_steps:
+                continue
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            model.clamp_logit_scale()
+            accum = 0
+            global_step += 1
+            history.append({"epoch": epoch + 1, "step": global_step, "loss": float(loss.detach()),
+                            "lr": scheduler.get_last_lr()[0], "logit_scale": float(model.scale().detach())})
+            bar.update(1)
+            bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
+            if global_step >= total_steps:
+                done = True
+                break
+        bar.close()
+        if history and not math.isfinite(history[-1]["loss"]):
+            raise DataError(f"the loss became {history[-1]['loss']} at step {global_step}; lower the learning rate")
+
+        metric, detail = (None, {})
+        if ((epoch + 1) % train_config.eval_every == 0 or done or epoch + 1 == train_config.epochs) and is_main:
+            metric, detail = _validation_metric(model, records)
+            if detail:
+                val_metrics.append({"epoch": epoch + 1, **detail})
+        improved = metric is None or best_metric is None or metric > best_metric
+        if improved:
+            best_metric, best_epoch = metric, epoch + 1
+        if is_main:
+            meta = {"epoch": epoch + 1, "global_step": global_step, "val_metric": metric,
+                    "model_config": model_config.to_json_dict(), "train_config": train_config.to_json_dict()}
+            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
+                     "global_step": global_step, "history": history, "val_metrics": val_metrics,
+                     "best_metric": best_metric, "best_epoch": best_epoch}
+            save_checkpoint(run_dir, f"epoch-{epoch + 1:04d}", model, trainer_state=state, meta=meta)
+            if improved:
+                save_checkpoint(run_dir, "best", model, trainer_state=None, meta=meta)
+            pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
+            prune_checkpoints(run_dir, train_config.keep_checkpoints)
+        if world > 1:
+            dist.barrier()
+
+    if is_main and not (run_dir / "checkpoints" / "best").is_dir() and list_epoch_checkpoints(run_dir):
+        raise CheckpointError(f"{run_dir}: no best checkpoint was written")
+    best = checkpoint_folder(run_dir, "best")
+    load_model_state(best, model)
+    model.eval()
+    return TrainResult(run_dir, model, epochs=train_config.epochs, steps=global_step, history=pd.DataFrame(history),
+                       best_epoch=best_epoch, best_metric=best_metric, val_metrics=val_metrics)
+
+
+def _scatter_zero(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(k, d) features of the present rows -> (n, d) with zero rows elsewhere (masked out of the loss)."""
+    out = values.new_zeros((mask.shape[0], values.shape[1]))
+    out[mask.to(values.device)] = values
+    return out
