@@ -1,56 +1,342 @@
 """Readers: every supported data source -> the canonical records table (:mod:`clibd_toolkit.records`).
 
-:func:`read_records` detects the format from the path (or takes ``format=``) and dispatches to one reader.
-Each reader returns a :class:`~clibd_toolkit.records.LoadResult`.
+Two entry points share one code path:
+
+- :func:`read_records` loads a whole source into a :class:`~clibd_toolkit.records.LoadResult`;
+- :func:`iter_record_chunks` streams it as canonical DataFrames of at most ``chunk_size`` records, so a file of
+  millions of records never sits in memory at once (table, BOLD, FASTA and CLIBD HDF5 read lazily; BIOSCAN
+  metadata is loaded by ``bioscan-dataset`` in one piece and then sliced).
+
+Each format registers a *chunk source* with :func:`register_reader`: a generator that reads the file, counts what it
+reads, reports records it cannot parse through a :class:`ReadContext`, and yields DataFrames with canonical column
+names. The driver then normalises each chunk (:func:`~clibd_toolkit.records.normalise_records`), checks that record
+ids are unique across chunks and (by default) that lineages are consistent, and keeps the books:
+``n_read == records + rejects`` always.
+
+Formats: ``bold`` (BOLD TSV exports), ``table`` (CSV/TSV/Parquet with any column names, or a folder holding
+``records.csv``), ``fasta``, ``bioscan5m``, ``bioscan1m``, ``clibd_hdf5``; see :func:`list_formats`.
 """
 from __future__ import annotations
 
+import difflib
+import gzip
+import inspect
+import logging
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Literal
 
 import pandas as pd
 
 from ..errors import DataError, DataFileError
-from ..records import LoadResult, OnError, Rejects, normalise_records
+from ..records import (
+    LineageChecker,
+    LoadResult,
+    OnError,
+    Rejects,
+    empty_records,
+    normalise_records,
+)
+from ..schema import RECORD_ID
 
-Reader = Callable[..., LoadResult]
-_READERS: dict[str, Reader] = {}
+logger = logging.getLogger(__name__)
+
+Lineage = Literal["check", "ignore"]
+#: default number of records per chunk for :func:`iter_record_chunks`
+DEFAULT_CHUNK_SIZE = 50_000
 
 
-def register_reader(name: str) -> Callable[[Reader], Reader]:
-    def deco(fn: Reader) -> Reader:
+# --- the read context -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReadContext:
+    """Shared book-keeping of one read: the error policy, the rejects and the count of records read.
+
+    Chunk sources add every record they read to ``n_read`` (including records they reject themselves) and report
+    unusable records through :meth:`fail`, which raises under ``on_error="raise"`` and records a reject otherwise.
+    """
+
+    source: str
+    on_error: OnError = "raise"
+    rejects: Rejects = field(default_factory=Rejects)
+    n_read: int = 0
+
+    def fail(self, exc: DataError, *, row: int | None = None, record_id: Any = None, column: str = "",
+             value: Any = None, kind: str = "other") -> None:
+        if self.on_error == "raise":
+            raise exc
+        self.rejects.add(row=row, record_id=record_id, column=column, value=value, reason=str(exc),
+                         kind=getattr(exc, "kind", kind))
+
+
+#: A chunk source yields (frame with canonical column names, 1-based row numbers of its rows in the source)
+ChunkSource = Callable[..., Iterator[tuple[pd.DataFrame, list[int]]]]
+_READERS: dict[str, ChunkSource] = {}
+
+
+def register_reader(name: str) -> Callable[[ChunkSource], ChunkSource]:
+    """Register a chunk source ``fn(path, ctx, *, chunk_size, **options)`` under a format name."""
+
+    def deco(fn: ChunkSource) -> ChunkSource:
         _READERS[name] = fn
         return fn
 
     return deco
 
 
+def _load_all() -> None:
+    from . import bioscan, bold, clibd_hdf5, fasta, tabular  # noqa: F401  (registration side effect)
+
+
 def list_formats() -> list[str]:
+    """Names accepted by ``format=``."""
     _load_all()
     return sorted(_READERS)
 
 
-def _load_all() -> None:
-    from . import bold, tabular  # noqa: F401  (registration side effect)
+def reader_options(fmt: str) -> list[str]:
+    """The options (keyword arguments) the reader of ``fmt`` accepts."""
+    _load_all()
+    params = inspect.signature(_READERS[fmt]).parameters.values()
+    return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "chunk_size"]
+
+
+# --- format detection -------------------------------------------------------------------------------------------
+
+_FASTA_SUFFIXES = (".fasta", ".fa", ".fas", ".fna", ".ffn", ".faa", ".fsa", ".seq")
+_HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
+_TABLE_SUFFIXES = (".tsv", ".txt", ".csv", ".tab")
+
+
+def open_text(path: Path):
+    """Open a text file, gzipped or not (detected from the magic bytes, not the name), UTF-8 with or without a
+    byte-order mark; undecodable bytes become U+FFFD so that bad records can be reported instead of crashing."""
+    with open(path, "rb") as fh:
+        magic = fh.read(2)
+    if magic == b"\x1f\x8b":
+        return gzip.open(path, "rt", encoding="utf-8-sig", errors="replace", newline=None)
+    return open(path, encoding="utf-8-sig", errors="replace", newline=None)
+
+
+def first_line(path: Path) -> str:
+    """The first line of a (possibly gzipped) text file, or ``""``."""
+    try:
+        with open_text(path) as fh:
+            return fh.readline().rstrip("\r\n")
+    except (OSError, EOFError, zlib.error):
+        return ""
 
 
 def detect_format(path: Path) -> str:
-    """Guess the format of ``path`` from its name, and for tables from the header."""
+    """Guess the format of ``path`` from its name, its first line, or (for folders) what it contains.
+
+    Raises:
+        DataError: when the format cannot be told; the message lists the formats to pass as ``format=``.
+    """
+    path = Path(path)
     if path.is_dir():
+        from .bioscan import find_bioscan_metadata
+
         if (path / "records.csv").exists():
             return "table"
+        for fmt in ("bioscan5m", "bioscan1m"):
+            if find_bioscan_metadata(path, fmt) is not None:
+                return fmt
+        tables = [p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(
+            tuple(s + z for s in (*_TABLE_SUFFIXES, ".parquet") for z in ("", ".gz")))]
+        if len(tables) == 1:
+            return "table"
         raise DataError(
-            f"cannot tell the format of folder {path}: expected a records.csv inside (simulator output / canonical "
-            "folder); pass format= explicitly"
+            f"cannot tell the format of folder {path}: expected records.csv (simulator output / canonical folder), a "
+            f"BIOSCAN-5M/1M download, or exactly one table file inside; pass format= ({', '.join(list_formats())})"
         )
     name = path.name.lower()
-    if name.endswith((".parquet", ".pq")):
+    base = name[:-3] if name.endswith(".gz") else name
+    if base.endswith(_HDF5_SUFFIXES):
+        return "clibd_hdf5"
+    if base.endswith((".parquet", ".pq")):
         return "table"
-    if name.endswith((".tsv", ".tsv.gz", ".txt", ".txt.gz", ".csv", ".csv.gz")):
+    if base.endswith(_FASTA_SUFFIXES):
+        return "fasta"
+    header = first_line(path)
+    if header.startswith(">"):
+        return "fasta"
+    if base.endswith(_TABLE_SUFFIXES) or header:
+        from .bioscan import sniff_bioscan
         from .bold import looks_like_bold
 
-        return "bold" if looks_like_bold(path) else "table"
-    raise DataError(f"cannot tell the format of {path} from its name; pass format= ({', '.join(list_formats())})")
+        fmt = sniff_bioscan(header)
+        if fmt is not None:
+            return fmt
+        if looks_like_bold(header):
+            return "bold"
+        if base.endswith(_TABLE_SUFFIXES):
+            return "table"
+    raise DataError(f"cannot tell the format of {path} from its name or first line; pass format= "
+                    f"({', '.join(list_formats())})")
+
+
+# --- the driver -----------------------------------------------------------------------------------------------
+
+
+class RecordStream:
+    """An iterator over canonical record chunks, keeping the books of the read.
+
+    Attributes:
+        source: what is read (a path or ``"DataFrame"``).
+        format: the format name used.
+        rejects: records left out (``on_error="skip"``), filled while iterating.
+        n_read: records read so far; after the last chunk ``n_read == n_loaded + len(rejects)``.
+        n_loaded: records yielded so far.
+    """
+
+    def __init__(self, chunks: Iterator[tuple[pd.DataFrame, list[int]]], ctx: ReadContext, *, fmt: str,
+                 lineage: Lineage, require_records: bool) -> None:
+        self._chunks = chunks
+        self._ctx = ctx
+        self.format = fmt
+        self.lineage = lineage
+        self.require_records = require_records
+        self.n_loaded = 0
+        self._seen: set[str] = set()
+        self._checker = LineageChecker() if lineage == "check" else None
+        self._iter = self._run()
+
+    @property
+    def source(self) -> str:
+        return self._ctx.source
+
+    @property
+    def rejects(self) -> Rejects:
+        return self._ctx.rejects
+
+    @property
+    def n_read(self) -> int:
+        return self._ctx.n_read
+
+    def __iter__(self) -> RecordStream:
+        return self
+
+    def __next__(self) -> pd.DataFrame:
+        return next(self._iter)
+
+    def _run(self) -> Iterator[pd.DataFrame]:
+        ctx = self._ctx
+        for frame, rows in self._chunks:
+            records = normalise_records(frame, on_error=ctx.on_error, rejects=ctx.rejects, source=ctx.source,
+                                        row_numbers=rows)
+            records = self._drop_cross_chunk_duplicates(records, frame, rows)
+            if self._checker is not None and len(records):
+                bad = self._checker.check(records)
+                if bad:
+                    for i, exc in bad:
+                        ctx.fail(exc, record_id=records[RECORD_ID].iat[i], column="lineage",
+                                 value=exc.value, kind="lineage_conflict")
+                    records = records.drop(index=[i for i, _ in bad]).reset_index(drop=True)
+            self.n_loaded += len(records)
+            if len(records):
+                yield records
+        if self.n_read != self.n_loaded + len(ctx.rejects):  # an internal invariant, not a user error
+            raise RuntimeError(f"record accounting broke for {ctx.source}: read {self.n_read}, loaded "
+                               f"{self.n_loaded}, rejected {len(ctx.rejects)}")
+        if self.require_records and self.n_read == 0:
+            raise DataError(f"{ctx.source} holds no records (empty file, or a header without rows); nothing to load")
+
+    def _drop_cross_chunk_duplicates(self, records: pd.DataFrame, frame: pd.DataFrame,
+                                     rows: list[int]) -> pd.DataFrame:
+        ids = records[RECORD_ID]
+        dup = ids.isin(self._seen).to_numpy()
+        if dup.any():
+            for i in dup.nonzero()[0]:
+                rid = ids.iat[i]
+                self._ctx.fail(DataError(
+                    f"{self._ctx.source}: duplicate {RECORD_ID} {rid!r} (already read in an earlier chunk); "
+                    "record ids must be unique", record_id=rid, value=rid), record_id=rid, column=RECORD_ID,
+                    value=rid, kind="duplicate_id")
+            records = records.loc[~dup].reset_index(drop=True)
+        self._seen.update(records[RECORD_ID].tolist())
+        return records
+
+
+def _check_options(fmt: str, options: dict[str, Any]) -> None:
+    allowed = reader_options(fmt)
+    for key in options:
+        if key not in allowed:
+            match = difflib.get_close_matches(key, allowed, n=1, cutoff=0.5)
+            hint = f"; did you mean {match[0]!r}?" if match else ""
+            raise DataError(f"unknown option {key!r} for format {fmt!r}{hint} (options: {', '.join(allowed) or 'none'})")
+
+
+def _frame_chunks(frame: pd.DataFrame, ctx: ReadContext, chunk_size: int | None):
+    size = len(frame) if chunk_size is None else chunk_size
+    for start in range(0, len(frame), max(size, 1)):
+        part = frame.iloc[start:start + size]
+        ctx.n_read += len(part)
+        yield part, list(range(start + 1, start + len(part) + 1))
+
+
+def iter_record_chunks(
+    source: Any,
+    *,
+    chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+    format: str = "auto",
+    on_error: OnError = "raise",
+    lineage: Lineage = "check",
+    **options: Any,
+) -> RecordStream:
+    """Stream ``source`` as canonical records tables of at most ``chunk_size`` records.
+
+    Args:
+        source: a path (file or folder) or a DataFrame using canonical column names.
+        chunk_size: records per chunk; ``None`` reads everything as one chunk.
+        format: ``"auto"`` (see :func:`detect_format`) or one of :func:`list_formats`.
+        on_error: ``"raise"`` stops at the first bad record; ``"skip"`` leaves bad records out and lists each in
+            ``stream.rejects`` with its reason.
+        lineage: ``"check"`` (default) treats a name placed under two parents (a genus under two families, a
+            species under two genera, a family under two orders) as a bad record — the later one; ``"ignore"``
+            keeps such records.
+        **options: reader options, e.g. ``columns={"record_id": "Sample ID"}`` and ``image_root=`` for tables,
+            ``marker=`` for BOLD and FASTA; see each reader. Unknown options are an error.
+
+    Returns:
+        A :class:`RecordStream`: iterate it for DataFrames; ``stream.rejects`` and ``stream.n_read`` fill as it
+        goes. Record ids are checked for uniqueness across chunks (a set of the ids read so far is kept).
+
+    Raises:
+        DataFileError: the source does not exist.
+        DataError: unknown format or option, an unreadable file, or (``on_error="raise"``) the first bad record.
+    """
+    if on_error not in ("raise", "skip"):
+        raise DataError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if lineage not in ("check", "ignore"):
+        raise DataError(f"lineage must be 'check' or 'ignore', got {lineage!r}")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise DataError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+    _load_all()
+    if isinstance(source, pd.DataFrame):
+        if options:
+            raise DataError(f"options {sorted(options)} do not apply to a DataFrame source (its columns must already "
+                            "carry canonical names)")
+        ctx = ReadContext("DataFrame", on_error)
+        return RecordStream(_frame_chunks(source, ctx, chunk_size), ctx, fmt="dataframe", lineage=lineage,
+                            require_records=False)
+    if isinstance(source, (bytes, bytearray)) or not isinstance(source, (str, Path)):
+        raise DataError(f"data source must be a path or a DataFrame, got {type(source).__name__}")
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DataFileError(f"data source {path} does not exist", value=str(path))
+    fmt = detect_format(path) if format == "auto" else format
+    if fmt not in _READERS:
+        match = difflib.get_close_matches(str(fmt), list(_READERS), n=1)
+        hint = f"; did you mean {match[0]!r}?" if match else ""
+        raise DataError(f"unknown format {fmt!r}{hint}; expected one of {list_formats()}")
+    _check_options(fmt, options)
+    ctx = ReadContext(str(path), on_error)
+    chunks = _READERS[fmt](path, ctx, chunk_size=chunk_size, **options)
+    logger.debug("reading %s as %s", path, fmt)
+    return RecordStream(chunks, ctx, fmt=fmt, lineage=lineage, require_records=True)
 
 
 def read_records(
@@ -58,26 +344,51 @@ def read_records(
     *,
     format: str = "auto",
     on_error: OnError = "raise",
+    lineage: Lineage = "check",
     **options: Any,
 ) -> LoadResult:
     """Read ``source`` into the canonical records table.
 
     Args:
-        source: a path, or a DataFrame already using canonical column names.
+        source: a path (BOLD TSV, CSV/TSV/Parquet, FASTA, CLIBD HDF5, BIOSCAN-5M/1M folder or metadata file, a folder
+            with ``records.csv`` such as simulator output) or a DataFrame already using canonical column names.
         format: ``"auto"`` or one of :func:`list_formats`.
         on_error: ``"raise"`` stops at the first bad record; ``"skip"`` leaves bad records out and lists them in
-            ``LoadResult.rejects`` (``n_read == len(records) + len(rejects)``).
+            ``LoadResult.rejects`` (``n_read == len(records) + len(rejects)``; save them with
+            ``result.rejects.save("rejects.csv")``).
+        lineage: ``"check"`` or ``"ignore"`` lineage conflicts (see :func:`iter_record_chunks`).
         **options: reader-specific options (e.g. ``columns=`` mapping, ``image_root=``).
+
+    Returns:
+        A :class:`~clibd_toolkit.records.LoadResult`.
+
+    Raises:
+        DataFileError: the source does not exist.
+        DataError: an unknown format or option, an unreadable file, or (``on_error="raise"``) the first bad record.
+
+    Example:
+        >>> result = read_records("bold_export.tsv", on_error="skip")  # doctest: +SKIP
+        >>> result.rejects.save("rejects.csv")  # doctest: +SKIP
     """
-    _load_all()
-    if isinstance(source, pd.DataFrame):
-        rejects = Rejects()
-        records = normalise_records(source, on_error=on_error, rejects=rejects, source="DataFrame")
-        return LoadResult(records, rejects, len(source), "DataFrame")
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise DataFileError(f"data source {path} does not exist", value=str(path))
-    fmt = detect_format(path) if format == "auto" else format
-    if fmt not in _READERS:
-        raise DataError(f"unknown format {fmt!r}; expected one of {list_formats()}")
-    return _READERS[fmt](path, on_error=on_error, **options)
+    stream = iter_record_chunks(source, chunk_size=None, format=format, on_error=on_error, lineage=lineage,
+                                **options)
+    frames = list(stream)
+    if not frames:
+        records = empty_records()
+    elif len(frames) == 1:
+        records = frames[0]
+    else:
+        records = pd.concat(frames, ignore_index=True)
+    return LoadResult(records, stream.rejects, stream.n_read, stream.source)
+
+
+def _register_image_sources() -> None:
+    # ``hdf5://`` references of the CLIBD HDF5 reader resolve lazily; registering here (cheap: h5py loads on the
+    # first fetch) makes them loadable in any process that imported the readers.
+    from ..images import register_image_source
+    from .clibd_hdf5 import HDF5_PREFIX, fetch_hdf5_image
+
+    register_image_source(HDF5_PREFIX, fetch_hdf5_image)
+
+
+_register_image_sources()

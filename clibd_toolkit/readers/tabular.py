@@ -1,76 +1,230 @@
-"""Generic tables (CSV, TSV, Parquet) with any column names, plus an optional image folder."""
+"""Generic tables (CSV, TSV, Parquet) with any column names, plus an optional image folder.
+
+- The delimiter of a text table is detected from its header line (comma, tab or semicolon, whichever splits it into
+  the most columns; the file extension breaks ties), or given with ``sep=``. A header that stays one column while
+  holding another delimiter is reported as a wrong delimiter.
+- Columns are mapped to canonical names with ``columns={"record_id": "Sample ID", "image": "photo", ...}``
+  (canonical name -> the file's column). Without a mapping, a missing canonical column is taken from one
+  well-known alias when exactly one is present (:data:`COLUMN_ALIASES`, e.g. ``processid`` -> ``record_id``,
+  ``nucleotides`` -> ``dna_barcode``); the alias used is logged.
+- Image paths are resolved against ``image_root`` (default: the table's folder); a path that leaves the root
+  (``../``, absolute paths elsewhere) rejects its record. Strings with a registered image-source prefix such as
+  ``hdf5://`` are kept as they are.
+- A folder holding ``records.csv`` (simulator output, canonical folders) or exactly one table file is read as that
+  table, with the folder as image root.
+"""
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import pandas as pd
 
-from ..errors import DataError, DataFileError
-from ..records import LoadResult, OnError, Rejects, normalise_records
-from ..schema import IMAGE
-from . import register_reader
+from ..errors import DataError
+from ..schema import BIN, CANONICAL_COLUMNS, DNA, IMAGE, RECORD_ID
+from . import ReadContext, first_line, register_reader
+
+logger = logging.getLogger(__name__)
+
+#: canonical column -> names it is recognised under when the canonical column is absent (lower-case compare)
+COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
+    RECORD_ID: ("processid", "process_id", "sampleid", "sample_id", "id", "specimen_id"),
+    DNA: ("nucleotides", "nuc", "nucraw", "dna", "barcode", "sequence", "dna_sequence"),
+    IMAGE: ("image_path", "image_file", "filename", "file_name", "photo"),
+    BIN: ("bin", "dna_bin", "uri"),
+}
+_DELIMITERS = {",": "comma", "\t": "tab", ";": "semicolon"}
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def _suffix_sep(name: str) -> str:
+    base = name[:-3] if name.endswith(".gz") else name
+    return "\t" if base.endswith((".tsv", ".tab", ".txt")) else ","
+
+
+def _choose_sep(path: Path, sep: str | None) -> str:
+    header = first_line(path)
+    counts = {d: header.count(d) for d in _DELIMITERS}
+    if sep is None:
+        best = max(counts.values())
+        if best == 0:
+            return _suffix_sep(path.name.lower())
+        preferred = _suffix_sep(path.name.lower())
+        return preferred if counts[preferred] == best else max(counts, key=lambda d: counts[d])
+    if counts.get(sep, header.count(sep)) == 0:
+        others = [name for d, name in _DELIMITERS.items() if d != sep and counts[d] > 0]
+        if others:
+            raise DataError(
+                f"{path}: read with sep={sep!r}, the header is a single column {header[:60]!r}, but it contains "
+                f"{others[0]}s; the file looks {others[0]}-separated (wrong delimiter): pass the right sep= or leave "
+                "sep unset to detect it")
+    return sep
+
+
+def _iter_table(path: Path, sep: str | None, chunk_size: int | None) -> Iterator[pd.DataFrame]:
     name = path.name.lower()
     try:
         if name.endswith((".parquet", ".pq")):
-            return pd.read_parquet(path)
-        sep = "\t" if name.endswith((".tsv", ".tsv.gz", ".txt", ".txt.gz")) else ","
-        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+            import pyarrow.parquet as pq
+
+            pf = pq.ParquetFile(path)
+            if pf.metadata.num_rows == 0:
+                yield pf.schema_arrow.empty_table().to_pandas()
+                return
+            for batch in pf.iter_batches(batch_size=chunk_size or max(pf.metadata.num_rows, 1)):
+                yield batch.to_pandas()
+            return
+        delim = _choose_sep(path, sep)
+        reader = pd.read_csv(path, sep=delim, dtype=str, keep_default_na=False, encoding="utf-8-sig",
+                             compression="infer", chunksize=chunk_size or 10**12, encoding_errors="replace")
+        got = False
+        for chunk in reader:
+            got = True
+            yield chunk
+        if not got:  # header only: pandas yields no chunk
+            yield pd.read_csv(path, sep=delim, dtype=str, nrows=0, encoding="utf-8-sig", compression="infer")
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} is empty; expected a header row and records") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot be read as a table ({exc})") from None
+    except Exception as exc:  # pyarrow raises its own errors for corrupt Parquet files
+        if type(exc).__module__.startswith("pyarrow"):
+            raise DataError(f"{path}: cannot be read as a Parquet table ({exc})") from None
+        raise
+
+
+def _column_mapping(columns: list[str], mapping: Mapping[str, str] | None, where: Path) -> dict[str, str]:
+    """file column -> canonical name."""
+    rename: dict[str, str] = {}
+    if mapping:
+        if not isinstance(mapping, Mapping):
+            raise DataError(f"columns= must be a mapping of canonical name -> column name, got {mapping!r}")
+        for target, src in mapping.items():
+            if target not in CANONICAL_COLUMNS:
+                match = difflib.get_close_matches(str(target), CANONICAL_COLUMNS, n=1, cutoff=0.5)
+                hint = f"; did you mean {match[0]!r}?" if match else ""
+                raise DataError(f"columns= maps to unknown canonical column {target!r}{hint} (canonical columns: "
+                                f"{', '.join(CANONICAL_COLUMNS)}; other columns are kept under their own names)")
+            if src not in columns:
+                match = difflib.get_close_matches(str(src), columns, n=1, cutoff=0.5)
+                hint = f"; did you mean {match[0]!r}?" if match else ""
+                raise DataError(f"{where}: mapped column {src!r} (for {target!r}) is not in the file{hint}; the "
+                                f"file's columns are {columns[:30]}")
+            rename[src] = target
+    for target, aliases in COLUMN_ALIASES.items():
+        if target in columns or target in rename.values():
+            continue
+        found = [c for c in columns if c.strip().lower() in aliases and c not in rename]
+        if len(found) == 1:
+            logger.info("%s: using column %r as %r", where, found[0], target)
+            rename[found[0]] = target
+    return rename
 
 
 def resolve_image_path(value: str, root: Path, *, record_id: Any = None) -> str:
-    """Resolve an image path from a data file against ``root``; paths may not escape ``root``."""
-    candidate = Path(value)
-    full = (candidate if candidate.is_absolute() else root / candidate).resolve()
-    root_resolved = root.resolve()
-    if os.path.commonpath([full, root_resolved]) != str(root_resolved):
-        raise DataError(
-            f"record {record_id}: image path {value!r} points outside the data root {root_resolved}; image paths "
-            "in data files must stay inside it", record_id=record_id, value=value)
-    return str(full)
+    """Resolve an image path from a data file against ``root``; paths may not escape ``root``.
+
+    The check is lexical (``..`` and absolute paths are normalised, symbolic links are not followed), so it costs
+    no file-system call per record.
+
+    Raises:
+        DataError: the path points outside ``root``.
+    """
+    root_abs = os.path.abspath(root)
+    full = os.path.normpath(value if os.path.isabs(value) else os.path.join(root_abs, value))
+    if os.path.commonpath([full, root_abs]) != root_abs:
+        err = DataError(
+            f"record {record_id}: image path {value!r} points outside the data root {root_abs}; image paths in data "
+            "files must stay inside it (pass image_root= to choose the root)", record_id=record_id, value=value)
+        err.kind = "image_path"  # type: ignore[attr-defined]
+        raise err
+    return full
+
+
+def _image_prefixes() -> tuple[str, ...]:
+    from ..images import _IMAGE_SOURCES
+
+    return tuple(_IMAGE_SOURCES)
 
 
 @register_reader("table")
-def read_table(
+def read_table_chunks(
     path: Path,
+    ctx: ReadContext,
     *,
-    on_error: OnError = "raise",
+    chunk_size: int | None = None,
     columns: Mapping[str, str] | None = None,
     image_root: str | Path | None = None,
-    **_: Any,
-) -> LoadResult:
-    """Read a CSV/TSV/Parquet table (or a folder holding ``records.csv``).
+    sep: str | None = None,
+) -> Iterator[tuple[pd.DataFrame, list[int]]]:
+    """Chunk source for CSV/TSV/Parquet tables (or a folder holding ``records.csv`` or a single table).
 
     Args:
-        columns: mapping from canonical name to the file's column name, e.g. ``{"record_id": "sample"}``.
+        columns: mapping from canonical name to the file's column name, e.g. ``{"record_id": "Sample ID"}``.
         image_root: folder that relative image paths are resolved against (default: the table's folder).
+        sep: delimiter of a text table (default: detected from the header line).
+
+    Raises:
+        DataError: an empty or unreadable file, a wrong delimiter, or a mapping naming unknown columns (with the
+            closest match suggested).
     """
-    folder = path if path.is_dir() else path.parent
-    table_path = path / "records.csv" if path.is_dir() else path
-    frame = _read_table(table_path)
-    n_read = len(frame)
-    if columns:
-        missing = [src for src in columns.values() if src not in frame.columns]
-        if missing:
-            raise DataError(f"{table_path}: mapped columns {missing} are not in the file; it has {list(frame.columns)}")
-        frame = frame.rename(columns={src: dst for dst, src in columns.items()})
-    rejects = Rejects()
-    root = Path(image_root) if image_root is not None else folder
-    if IMAGE in frame.columns:
-        resolved = []
-        for i, (rid, value) in enumerate(zip(frame.get("record_id", [None] * n_read), frame[IMAGE].tolist())):
-            if not isinstance(value, str) or not value.strip():
-                resolved.append(value)
-                continue
+    if path.is_dir():
+        folder = path
+        table_path = path / "records.csv"
+        if not table_path.exists():
+            tables = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            tables = [p for p in tables if p.suffix.lower() in (".csv", ".tsv", ".txt", ".tab", ".parquet", ".gz")]
+            if len(tables) != 1:
+                raise DataError(f"{path}: expected records.csv or exactly one table file in the folder, found "
+                                f"{[p.name for p in tables]}")
+            table_path = tables[0]
+    else:
+        folder, table_path = path.parent, path
+    root = Path(image_root).expanduser() if image_root is not None else folder
+    prefixes = _image_prefixes()
+    rename: dict[str, str] | None = None
+    start = 0
+    for frame in _iter_table(table_path, sep, chunk_size):
+        if rename is None:
+            cols = list(map(str, frame.columns))
+            if len(cols) == 1 and sep is None:
+                header = cols[0]
+                for d, name in _DELIMITERS.items():
+                    if d in header:
+                        raise DataError(f"{table_path}: the header is one column {header[:60]!r} holding {name}s; "
+                                        f"wrong delimiter? pass sep={d!r}")
+            rename = _column_mapping(cols, columns, table_path)
+        frame = frame.rename(columns=rename)
+        rows = list(range(start + 1, start + len(frame) + 1))
+        start += len(frame)
+        ctx.n_read += len(frame)
+        if IMAGE in frame.columns and len(frame):
+            frame, rows = _resolve_images(frame, rows, root, prefixes, ctx)
+        yield frame, rows
+
+
+def _resolve_images(frame: pd.DataFrame, rows: list[int], root: Path, prefixes: tuple[str, ...],
+                    ctx: ReadContext) -> tuple[pd.DataFrame, list[int]]:
+    ids = frame[RECORD_ID].tolist() if RECORD_ID in frame.columns else [None] * len(frame)
+    resolved: list[Any] = []
+    bad: list[int] = []
+    for i, (rid, value) in enumerate(zip(ids, frame[IMAGE].tolist())):
+        if not isinstance(value, str) or not value.strip() or value.startswith(prefixes):
+            resolved.append(value)
+            continue
+        try:
             resolved.append(resolve_image_path(value.strip(), root, record_id=rid))
-        frame[IMAGE] = resolved
-    records = normalise_records(frame, on_error=on_error, rejects=rejects, source=str(table_path))
-    return LoadResult(records, rejects, n_read, str(table_path))
+        except DataError as exc:
+            ctx.fail(exc, row=rows[i], record_id=rid, column=IMAGE, value=value, kind="image_path")
+            resolved.append(None)
+            bad.append(i)
+    frame = frame.copy()
+    frame[IMAGE] = resolved
+    if bad:
+        bad_set = set(bad)
+        keep = [i for i in range(len(frame)) if i not in bad_set]
+        frame = frame.iloc[keep]
+        rows = [rows[i] for i in keep]
+    return frame, rows
