@@ -22,6 +22,7 @@ import difflib
 import gzip
 import inspect
 import logging
+import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -382,13 +383,16 @@ def read_records(
     return LoadResult(records, stream.rejects, stream.n_read, stream.source)
 
 
-def _register_image_sources() -> None:
-    # ``hdf5://`` references of the CLIBD HDF5 reader resolve lazily; registering here (cheap: h5py loads on the
-    # first fetch) makes them loadable in any process that imported the readers.
+def register_image_sources() -> None:
+    """Make ``hdf5://`` image references (CLIBD HDF5 reader) loadable by :func:`clibd_toolkit.images.load_image`.
+
+    Called by the HDF5 reader, and here at import when :mod:`clibd_toolkit.images` is already loaded (importing it
+    just for this would import torch, which reading tables does not need)."""
     from ..images import register_image_source
     from .clibd_hdf5 import HDF5_PREFIX, fetch_hdf5_image
 
     register_image_source(HDF5_PREFIX, fetch_hdf5_image)
 
 
-_register_image_sources()
+if "clibd_toolkit.images" in sys.modules:
+    register_image_sources()

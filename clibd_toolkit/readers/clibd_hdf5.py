@@ -199,7 +199,11 @@ def read_clibd_hdf5_chunks(
     Raises:
         DataError: not an HDF5 file, no split group, or an unknown group name.
     """
+    from . import register_image_sources
+
     h5py = _h5py()
+    if images:
+        register_image_sources()
     try:
         fh = h5py.File(path, "r")
     except OSError as exc:

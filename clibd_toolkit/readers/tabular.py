@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -144,9 +145,12 @@ def resolve_image_path(value: str, root: Path, *, record_id: Any = None) -> str:
 
 
 def _image_prefixes() -> tuple[str, ...]:
-    from ..images import _IMAGE_SOURCES
+    """Prefixes of lazy image references kept as they are (``hdf5://`` and any registered image source); looked up
+    without importing :mod:`clibd_toolkit.images` (which imports torch)."""
+    from .clibd_hdf5 import HDF5_PREFIX
 
-    return tuple(_IMAGE_SOURCES)
+    images = sys.modules.get("clibd_toolkit.images")
+    return tuple({HDF5_PREFIX, *(getattr(images, "_IMAGE_SOURCES", {}) if images else {})})
 
 
 @register_reader("table")
