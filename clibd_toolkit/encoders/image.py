@@ -47,37 +47,33 @@ class ViTEncoder(ImageEncoder):
 
 
 def convert_timm_vit_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map timm ``VisionTransformer`` keys to transformers ``ViTModel`` keys (fused qkv split into q, k, v).
+    """Map timm ``VisionTransformer`` keys to transformers-5 ``ViTModel`` keys (fused qkv split into q, k, v).
 
     A leading ``module.``/``model.``/``vit.`` prefix is stripped; the timm classifier ``head.*`` is dropped.
     """
     out: dict[str, torch.Tensor] = {}
+    block_map = {"norm1.": "layernorm_before.", "norm2.": "layernorm_after.", "attn.proj.": "attention.o_proj.",
+                 "mlp.fc1.": "mlp.fc1.", "mlp.fc2.": "mlp.fc2."}
+    top = {"cls_token": "embeddings.cls_token", "pos_embed": "embeddings.position_embeddings",
+           "patch_embed.proj.weight": "embeddings.patch_embeddings.projection.weight",
+           "patch_embed.proj.bias": "embeddings.patch_embeddings.projection.bias",
+           "norm.weight": "layernorm.weight", "norm.bias": "layernorm.bias"}
     for key, value in state.items():
         key = re.sub(r"^(module\.|model\.|vit\.|lora_vit\.)+", "", key)
-        if key.startswith("head."):
-            continue
         m = re.match(r"blocks\.(\d+)\.(.+)", key)
         if m:
             i, rest = m.groups()
-            base = f"encoder.layer.{i}."
+            base = f"layers.{i}."
             if rest.startswith("attn.qkv."):
                 kind = rest.split(".")[-1]
-                q, k, v = value.chunk(3, dim=0)
-                for name, part in (("query", q), ("key", k), ("value", v)):
-                    out[f"{base}attention.attention.{name}.{kind}"] = part
+                for name, part in zip(("q_proj", "k_proj", "v_proj"), value.chunk(3, dim=0)):
+                    out[f"{base}attention.{name}.{kind}"] = part
                 continue
-            mapping = {"norm1.": "layernorm_before.", "norm2.": "layernorm_after.", "attn.proj.": "attention.output.dense.",
-                       "mlp.fc1.": "intermediate.dense.", "mlp.fc2.": "output.dense."}
-            for src, dst in mapping.items():
+            for src, dst in block_map.items():
                 if rest.startswith(src):
                     out[base + dst + rest[len(src):]] = value
                     break
-            continue
-        top = {"cls_token": "embeddings.cls_token", "pos_embed": "embeddings.position_embeddings",
-               "patch_embed.proj.weight": "embeddings.patch_embeddings.projection.weight",
-               "patch_embed.proj.bias": "embeddings.patch_embeddings.projection.bias",
-               "norm.weight": "layernorm.weight", "norm.bias": "layernorm.bias"}
-        if key in top:
+        elif key in top:
             out[top[key]] = value
     return out
 
@@ -105,7 +101,7 @@ def build_vit(cfg: EncoderConfig, model_cfg: ModelConfig) -> nn.Module:
                                   f"e.g. {missing[:3]}")
     else:
         backbone = _from_hub(ViTModel, cfg.pretrained, add_pooling_layer=False)
-    enc = ViTEncoder(backbone, backbone.config.hidden_size, model_cfg.embed_dim, ("query", "value"))
+    enc = ViTEncoder(backbone, backbone.config.hidden_size, model_cfg.embed_dim, ("q_proj", "v_proj"))
     enc.image_size = backbone.config.image_size
     return enc
 
