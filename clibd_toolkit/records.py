@@ -249,8 +249,9 @@ def normalise_records(
             ``1..len(frame)``); readers that stream chunks pass the file's numbering.
 
     Returns:
-        A new DataFrame with a fresh RangeIndex; all canonical columns have dtype ``object`` holding ``str`` or
-        ``pd.NA`` (``image`` may hold ``bytes``).
+        A new DataFrame with a fresh RangeIndex. Canonical columns hold ``str`` values or NA (test with
+        ``pd.isna``): pandas infers its string dtype for text columns, and a column without any value, like
+        ``image`` (which may hold ``bytes``), stays ``object`` holding ``pd.NA``.
 
     Raises:
         DataError: a required column is missing, or (with ``on_error="raise"``) the first bad record, naming its

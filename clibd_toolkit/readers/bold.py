@@ -35,7 +35,9 @@ def looks_like_bold(header: str) -> bool:
 
 
 def _rename_map(columns: list[str]) -> dict[str, str]:
-    rename: dict[str, str] = {"processid": RECORD_ID}
+    # BCDM has its own `record_id` column (e.g. "ABC123-19.COI-5P"); it is kept as `bold_record_id`
+    rename: dict[str, str] = {RECORD_ID: "bold_record_id"} if RECORD_ID in columns else {}
+    rename["processid"] = RECORD_ID
     seq = next((c for c in SEQUENCE_COLUMNS if c in columns), None)
     if seq is not None and seq != DNA:
         rename[seq] = DNA
