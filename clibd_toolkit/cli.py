@@ -216,9 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
         "text in one latent space.", epilog="Run `clibd COMMAND --help` for the options of each command.")
     parser.add_argument("--version", action="version", version=f"clibd_toolkit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log progress details to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
         module = importlib.import_module(module_name)
         getattr(module, f"add_{_func_name(name)}_arguments")(p)
     return parser

@@ -107,8 +107,12 @@ def masked_accuracy(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.
 
 
 def pretrain_dna(barcodes: Sequence[str], config: PretrainConfig, out_dir: str | Path,
-                 ids: Sequence[str] | None = None) -> dict:
+                 ids: Sequence[str] | None = None, *, half: bool = False, data_info: dict | None = None) -> dict:
     """Pretrain a k-mer BERT on ``barcodes``; write ``out_dir/dna_encoder.safetensors`` and ``pretrain.json``.
+
+    Args:
+        half: store the weights in float16 (half the file size; they load into float32 models unchanged otherwise).
+        data_info: description of the training data, stored in ``pretrain.json``.
 
     Returns:
         The summary written to ``pretrain.json``: config, counts, and masked-token accuracy per epoch.
@@ -154,7 +158,7 @@ def pretrain_dna(barcodes: Sequence[str], config: PretrainConfig, out_dir: str |
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
-            losses.append(float(out.loss))
+            losses.append(float(out.loss.detach()))
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
         acc = masked_accuracy(model, val_ids, val_mask, val_labels, 256, device) if n_val else None
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_masked_accuracy": acc})
@@ -162,12 +166,13 @@ def pretrain_dna(barcodes: Sequence[str], config: PretrainConfig, out_dir: str |
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    dtype = torch.float16 if half else torch.float32
+    state = {k: v.detach().cpu().to(dtype).contiguous().clone() for k, v in model.state_dict().items()}
     state["__num_heads__"] = torch.tensor([config.num_heads])
     with atomic_path(out_dir / "dna_encoder.safetensors") as tmp:
         save_file(state, str(tmp), metadata={"format": "clibd_toolkit.dna_encoder/1", "config": json.dumps(config.to_dict())})
     summary = {"config": config.to_json_dict(), "n_barcodes": len(seqs), "n_train": int(len(train_idx)),
-               "n_val": int(n_val), "history": history,
+               "n_val": int(n_val), "history": history, "data": data_info or {}, "dtype": str(dtype),
                "val_masked_accuracy": history[-1]["val_masked_accuracy"],
                "chance_accuracy": 1.0 / (4**config.k)}
     atomic_write_text(out_dir / "pretrain.json", json.dumps(summary, indent=2) + "\n")
@@ -192,6 +197,7 @@ def add_pretrain_dna_arguments(parser: argparse.ArgumentParser) -> None:
     for name in ("mask_ratio", "lr", "weight_decay", "val_fraction"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
     parser.add_argument("--device", default=d.device)
+    parser.add_argument("--half", action="store_true", help="store float16 weights (half the file size)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -202,11 +208,18 @@ def run_pretrain_dna(args: argparse.Namespace) -> int:
     fields = {k: getattr(args, k) for k in PretrainConfig.field_names() if hasattr(args, k) and k != "progress"}
     config = PretrainConfig(**fields, progress=not args.no_progress)
     records = load_data(args, rejects_path=Path(args.out) / "data-rejects.csv")
+    info = {"source": str(args.data), "n_records": len(records)}
     if args.splits:
+        from .splits import SplitConfig, ensure_splits
+
+        records, applied = ensure_splits(records)
         wanted = [s.strip() for s in args.splits.split(",") if s.strip()]
         records = records.loc[records[SPLIT].isin(wanted)]
+        info.update(splits=wanted, default_split_applied=applied,
+                    split_config=SplitConfig().to_dict() if applied else None)
     records = records.loc[records[DNA].notna()]
-    summary = pretrain_dna(records[DNA].tolist(), config, args.out, ids=records[RECORD_ID].tolist())
+    summary = pretrain_dna(records[DNA].tolist(), config, args.out, ids=records[RECORD_ID].tolist(), half=args.half,
+                           data_info=info)
     sys.stdout.write(json.dumps({"out": args.out, "n_barcodes": summary["n_barcodes"],
                                  "val_masked_accuracy": summary["val_masked_accuracy"]}) + "\n")
     return 0
