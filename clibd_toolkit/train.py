@@ -38,6 +38,7 @@ from .records import Rejects, check_records
 from .schema import DNA, IMAGE, RECORD_ID
 
 log = logging.getLogger(__name__)
+TRAIN_IDS_FILE = "train_records.txt"
 
 
 @dataclass
@@ -169,7 +170,9 @@ def train(
     """Train a CLIBD model contrastively on ``records`` and write the run folder.
 
     Training records are the ``pretrain`` + ``train`` splits when the table has splits (validation then uses
-    ``val_seen``/``val_unseen`` queries against the pooled keys to pick the best checkpoint), else all records.
+    ``val_seen``/``val_unseen`` queries against the pooled keys to pick the best checkpoint), else all records; the
+    ids of the records trained on are written to ``run_dir/train_records.txt`` so that a later evaluation can
+    report any overlap between its queries and the training data.
 
     Args:
         records: canonical records table (see :func:`clibd_toolkit.load_records`).
@@ -264,6 +267,9 @@ def train(
         info = {"n_records": len(records), "n_train": len(train_records), "n_rejected": len(rejects),
                 "splits_from_data": split_applied, **(data_info or {})}
         write_run_info(run_dir, model_config, train_config, info)
+        from .io import atomic_write_text
+
+        atomic_write_text(run_dir / TRAIN_IDS_FILE, "\n".join(map(str, train_records[RECORD_ID])) + "\n")
 
     ddp_model: torch.nn.Module = model
     if world > 1:
