@@ -318,7 +318,12 @@ def read_bioscan1m_chunks(
     """
     meta = _metadata_path(path, "bioscan1m")
     image_dir = _image_dir(meta, "bioscan1m", image_package, image_root, images)
-    part_dir = Path(clibd_partitioning_path) if clibd_partitioning_path is not None else meta.parent / CLIBD_PARTITIONING
+    if clibd_partitioning_path is not None:
+        part_dir = Path(clibd_partitioning_path).expanduser()
+        if not part_dir.is_dir():
+            raise DataFileError(f"CLIBD partition folder {part_dir} does not exist", value=str(part_dir))
+    else:
+        part_dir = meta.parent / CLIBD_PARTITIONING
     version = partitioning_version
     if version == "auto":
         version = "clibd" if part_dir.is_dir() else "large_diptera_family"
@@ -331,7 +336,8 @@ def read_bioscan1m_chunks(
         raise _loader_error("BIOSCAN-1M", meta, exc) from None
     derived = [c for c in df.columns if c.endswith("_index")]
     extra = [c for c in df.columns if c not in {"processid", "nucraw", "uri", "clibd_split", *RANKS, *derived}]
-    has_clibd = "clibd_split" in df.columns
+    # our split column follows the CLIBD partition only when it is the partition asked for
+    has_clibd = "clibd_split" in df.columns and version == "clibd"
 
     def convert(part: pd.DataFrame) -> pd.DataFrame:
         cols = _as_objects(part, ["processid", "nucraw", "uri", *RANKS, "clibd_split", *extra])
@@ -345,7 +351,7 @@ def read_bioscan1m_chunks(
             **{r: cols[r] for r in RANKS},
             SPLIT: pd.Series(cols["clibd_split"], dtype=object).map(CLIBD1M_SPLITS).to_numpy() if has_clibd else None,
             IMAGE: image,
-            "bioscan_split": cols["clibd_split"] if has_clibd else None,
+            "bioscan_split": cols["clibd_split"] if "clibd_split" in cols else None,
             **{c: cols[c] for c in extra},
         })
 
