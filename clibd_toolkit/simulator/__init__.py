@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .command import add_simulate_arguments, run_simulate
 from .config import ORDER_NAMES, SimulatorConfig
-from .survey import TRUTH_COLUMNS, Survey, simulate_records, write_survey
+from .survey import TRUTH_COLUMNS, Survey, simulate_records, survey_splits, write_survey
 
 __all__ = [
     "ORDER_NAMES",
@@ -22,5 +22,6 @@ __all__ = [
     "add_simulate_arguments",
     "run_simulate",
     "simulate_records",
+    "survey_splits",
     "write_survey",
 ]

@@ -50,6 +50,8 @@ ROOT_AGE = 0.85
 ORDER_AGE = 0.34
 FAMILY_AGE = 0.26
 GENUS_AGE = 0.15
+#: shortest branch from a genus to one of its species
+MIN_SPECIES_BRANCH = 0.05
 #: deep intraspecific split of a two-BIN species, and the branch of a BIN-sharing close species
 SPLIT_LINEAGE_BRANCH = (0.030, 0.050)
 CLOSE_SPECIES_BRANCH = (0.004, 0.015)
@@ -170,7 +172,9 @@ def build_barcodes(taxonomy: Taxonomy, seed: int) -> BarcodePool:
     sp_parent = taxonomy.species_genus
     # species within a genus: a per-species spread of the branch keeps congeneric distances from all being equal
     sp_branch = gen_age[sp_parent] * rng.uniform(*AGE_SPREAD["species"], len(sp_parent))
-    species = evolve(genera[sp_parent], _branch(rng, sp_branch, gen_rate[sp_parent]), model, rng)
+    # a floor keeps distinct species apart by more than a BIN threshold (~2 %), except the close pairs below
+    sp_branch = np.maximum(_branch(rng, sp_branch, gen_rate[sp_parent]), MIN_SPECIES_BRANCH)
+    species = evolve(genera[sp_parent], sp_branch, model, rng)
     close = np.flatnonzero(taxonomy.close_to >= 0)
     if len(close):  # BIN-sharing species: a recent offshoot of its congener
         species[close] = evolve(species[taxonomy.close_to[close]], rng.uniform(*CLOSE_SPECIES_BRANCH, len(close)),

@@ -42,6 +42,8 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     out = parser.add_argument_group("output")
     out.add_argument("--format", choices=["folder", "hdf5"], default="folder",
                      help="folder: records.csv + image files (default); hdf5: the CLIBD HDF5 layout, with CLIBD splits")
+    out.add_argument("--splits", action="store_true",
+                     help="fill the split column with CLIBD splits (default: leave it to the training run's splitter)")
     out.add_argument("--config", default=None, metavar="JSON",
                      help="a SimulatorConfig JSON file (e.g. a survey's simulation.json); other options override it")
     out.add_argument("--overwrite", action="store_true", help="replace a survey already in --out")
@@ -86,7 +88,7 @@ def run_simulate(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     target = write_survey(args.out, config, format=args.format, progress=not args.no_progress,
-                          overwrite=args.overwrite)
+                          overwrite=args.overwrite, splits=args.splits)
     with open(f"{args.out}/simulation.json", encoding="utf-8") as fh:
         summary = json.load(fh)["summary"]
     line = {"out": str(target), "records": summary["records"], "images": summary["records_with_image"],

@@ -125,7 +125,10 @@ class Survey:
         data["identified_to"] = self._depth_names[depth]
         data["cryptic_group"] = self._cryptic[species]
         data["artefacts"] = _ARTEFACT_TEXT[artefacts]
-        frame = pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in data.items()})
+        # text columns get pandas' string dtype (what normalise_records() infers for them), fixed so that every
+        # chunk has the same dtypes even when a column happens to be all-missing in it
+        frame = pd.DataFrame({k: pd.Series(list(v), dtype=object if k in (IMAGE, SPLIT) else "str")
+                              for k, v in data.items()})
         return frame[list(CANONICAL_COLUMNS) + list(TRUTH_COLUMNS)]
 
     def _images(self, start: int, species: np.ndarray) -> list[bytes]:
@@ -201,7 +204,7 @@ class _Tally:
         self.species = Counter()
         self.bins: set[str] = set()
         self.cryptic_records = 0
-        self.lengths = Counter()
+        self.splits = Counter()
 
     def add(self, frame: pd.DataFrame) -> None:
         self.records += len(frame)
@@ -214,6 +217,7 @@ class _Tally:
         self.species.update(frame["true_species"].tolist())
         self.bins.update(frame[BIN].dropna().tolist())
         self.cryptic_records += int(frame["cryptic_group"].notna().sum())
+        self.splits.update(frame[SPLIT].dropna().tolist())
 
     def summary(self, survey: Survey) -> dict[str, Any]:
         tax = survey.taxonomy
@@ -240,6 +244,7 @@ class _Tally:
             "records_per_species": {"max": int(per_species.max()), "median": float(np.median(per_species)),
                                     "species_with_1": int((per_species == 1).sum()),
                                     "species_with_10_or_more": int((per_species >= 10).sum())},
+            "splits": dict(sorted(self.splits.items())),
         }
 
 
@@ -266,6 +271,7 @@ def write_survey(
     format: SurveyFormat = "folder",
     progress: bool = True,
     overwrite: bool = False,
+    splits: bool = False,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> Path:
     """Simulate a survey and write it to ``out_dir``, streaming chunk by chunk (memory stays bounded).
@@ -273,7 +279,7 @@ def write_survey(
     ``format="folder"`` writes ``records.csv`` (canonical columns + ground truth; ``image`` holds paths like
     ``images/000/SIM000123.jpg`` relative to the folder) and the image files; the folder loads with
     ``clibd_toolkit.load_records(out_dir)``. ``format="hdf5"`` writes ``survey.h5`` in the official CLIBD HDF5
-    layout (records get CLIBD splits first; see :func:`clibd_toolkit.readers.clibd_hdf5.write_clibd_hdf5`). Both
+    layout, whose groups are splits, so records always get CLIBD splits there (see :func:`survey_splits`). Both
     write ``simulation.json``: the config and summary counts. Files appear complete or not at all.
 
     Args:
@@ -282,6 +288,8 @@ def write_survey(
         format: ``"folder"`` or ``"hdf5"``.
         progress: show a progress bar.
         overwrite: replace a survey already in ``out_dir``.
+        splits: fill the ``split`` column with CLIBD splits (:func:`survey_splits`); by default it is left empty
+            for the splitter of the training run (always filled for ``"hdf5"``).
         chunk_size: records generated at a time (does not change the output).
 
     Returns:
@@ -299,18 +307,21 @@ def write_survey(
     _prepare_folder(out, overwrite)
     survey = Survey(config)
     tally = _Tally()
+    split_values = survey_splits(config, chunk_size) if (splits or format == "hdf5") else None
     bar = _progress(config.records, progress)
     if format == "folder":
         target = out
         with atomic_path(out / "records.csv") as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
             for k, frame in enumerate(survey.chunks(chunk_size)):
+                if split_values is not None:
+                    frame[SPLIT] = split_values[k * chunk_size: k * chunk_size + len(frame)]
                 tally.add(frame)
                 if survey.renderer is not None:
                     frame[IMAGE] = _write_images(out, survey, frame, start=k * chunk_size)
                 frame.to_csv(fh, index=False, header=k == 0, lineterminator="\n")
                 bar.update(len(frame))
     else:
-        target = _write_hdf5(out / "survey.h5", survey, tally, bar, chunk_size)
+        target = _write_hdf5(out / "survey.h5", survey, tally, bar, chunk_size, split_values)
     bar.close()
     summary = {"config": config.to_json_dict(), "summary": tally.summary(survey),
                "files": {"records": "records.csv" if format == "folder" else "survey.h5",
@@ -332,35 +343,32 @@ def _write_images(out: Path, survey: Survey, frame: pd.DataFrame, start: int) ->
     return paths
 
 
-def _write_hdf5(path: Path, survey: Survey, tally: _Tally, bar: Any, chunk_size: int) -> Path:
+def _write_hdf5(path: Path, survey: Survey, tally: _Tally, bar: Any, chunk_size: int,
+                splits: np.ndarray) -> Path:
     from ..readers.clibd_hdf5 import write_clibd_hdf5
 
-    splits = _survey_splits(survey, chunk_size)
-
     def chunks() -> Iterator[pd.DataFrame]:
-        start = 0
-        for frame in survey.chunks(chunk_size):
+        for k, frame in enumerate(survey.chunks(chunk_size)):
+            frame[SPLIT] = splits[k * chunk_size: k * chunk_size + len(frame)]
             tally.add(frame)
-            frame[SPLIT] = splits[start: start + len(frame)]
-            start += len(frame)
             bar.update(len(frame))
             yield frame
 
-    return write_clibd_hdf5(path, chunks(), progress=False)
+    return write_clibd_hdf5(path, chunks(), jpeg_quality=survey.config.jpeg_quality, progress=False)
 
 
-def _survey_splits(survey: Survey, chunk_size: int) -> np.ndarray:
-    """CLIBD splits of every record (the HDF5 layout groups records by split), from a label-only first pass."""
-    from .. import splits as splits_module
+def survey_splits(config: SimulatorConfig, chunk_size: int = DEFAULT_CHUNK_SIZE) -> np.ndarray:
+    """The CLIBD split of every record of a survey (:func:`clibd_toolkit.splits.assign_splits`, default
+    :class:`~clibd_toolkit.splits.SplitConfig`), from a first pass over the labels only (no images).
 
-    assign = getattr(splits_module, "ensure_splits", None)
-    if assign is None:  # pragma: no cover - depends on the splitter being installed
-        raise ConfigError("format='hdf5' needs clibd_toolkit.splits.ensure_splits, which this installation lacks; "
-                          "write the survey as a folder instead")
-    label_only = Survey(survey.config.replace(images=False))
-    table = pd.concat([f.drop(columns=[DNA]).assign(**{DNA: "ACGT"}) for f in label_only.chunks(chunk_size)],
-                      ignore_index=True)
-    return assign(table)[SPLIT].to_numpy(dtype=object)
+    Returns:
+        (records,) object array of split names, in record order.
+    """
+    from ..splits import assign_splits
+
+    labels = pd.concat([f[[RECORD_ID, "species"]] for f in Survey(config.replace(images=False)).chunks(chunk_size)],
+                       ignore_index=True)
+    return assign_splits(labels)[SPLIT].to_numpy(dtype=object)
 
 
 class _NoBar:
