@@ -76,7 +76,7 @@ def train_records_are_keys(records: pd.DataFrame) -> bool:
 def key_mask(records: pd.DataFrame) -> np.ndarray:
     """The pooled reference set (CLIBD ``all_keys``), shared by seen and unseen queries and by val and test."""
     values = _split_values(records)
-    mask = values.isin(KEY_SPLITS).to_numpy()
+    mask = values.isin(KEY_SPLITS).to_numpy(copy=True)  # copy: pandas may hand out a read-only view
     if train_records_are_keys(records):
         mask |= (values == SPLIT_TRAIN).to_numpy()
     return mask
