@@ -277,3 +277,12 @@ def test_writer_text_tokens(canonical, tmp_path):
         g = fh["train_seen"]
         assert g["language_tokens_input_ids"].shape == (g["image_mask"].shape[0], 20)
     assert any("not_classified" in t for batch in calls for t in batch)
+
+
+def test_folder_holding_one_hdf5_file(canonical, tmp_path):
+    out = tmp_path / "survey"
+    out.mkdir()
+    write_clibd_hdf5(out / "survey.h5", canonical, progress=False)
+    (out / "simulation.json").write_text("{}")
+    assert detect_format(out) == "clibd_hdf5"
+    assert len(read_records(out).records) == len(canonical)

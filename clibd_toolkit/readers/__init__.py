@@ -130,6 +130,11 @@ def first_line(path: Path) -> str:
         return ""
 
 
+def hdf5_files(folder: Path) -> list[Path]:
+    """HDF5 files directly inside ``folder`` (e.g. a simulator output folder written with ``--format hdf5``)."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(_HDF5_SUFFIXES))
+
+
 def detect_format(path: Path) -> str:
     """Guess the format of ``path`` from its name, its first line, or (for folders) what it contains.
 
@@ -149,9 +154,12 @@ def detect_format(path: Path) -> str:
             tuple(s + z for s in (*_TABLE_SUFFIXES, ".parquet") for z in ("", ".gz")))]
         if len(tables) == 1:
             return "table"
+        if not tables and len(hdf5_files(path)) == 1:
+            return "clibd_hdf5"
         raise DataError(
             f"cannot tell the format of folder {path}: expected records.csv (simulator output / canonical folder), a "
-            f"BIOSCAN-5M/1M download, or exactly one table file inside; pass format= ({', '.join(list_formats())})"
+            "BIOSCAN-5M/1M download, or exactly one table or HDF5 file inside; pass format= "
+            f"({', '.join(list_formats())})"
         )
     name = path.name.lower()
     base = name[:-3] if name.endswith(".gz") else name

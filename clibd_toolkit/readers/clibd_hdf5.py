@@ -189,7 +189,8 @@ def read_clibd_hdf5_chunks(
     id_column: str = "auto",
     images: bool = True,
 ) -> Iterator[tuple[pd.DataFrame, list[int]]]:
-    """Chunk source for CLIBD HDF5 files; images stay in the file (``hdf5://`` references).
+    """Chunk source for CLIBD HDF5 files (or a folder holding exactly one, such as simulator output); images stay
+    in the file (``hdf5://`` references).
 
     Args:
         groups: split groups to read (default: every split group, plus metasplit rows found nowhere else).
@@ -199,8 +200,13 @@ def read_clibd_hdf5_chunks(
     Raises:
         DataError: not an HDF5 file, no split group, or an unknown group name.
     """
-    from . import register_image_sources
+    from . import hdf5_files, register_image_sources
 
+    if path.is_dir():
+        found = hdf5_files(path)
+        if len(found) != 1:
+            raise DataError(f"{path}: expected exactly one HDF5 file in the folder, found {[p.name for p in found]}")
+        path = found[0]
     h5py = _h5py()
     if images:
         register_image_sources()
