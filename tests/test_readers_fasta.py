@@ -27,6 +27,7 @@ def _write(path, text, *, gz=False, crlf=False):
     ("ABC1-19|Aedes aegypti|COI-5P", {"species": "Aedes aegypti"}),
     ("ABC1-19|Asynapta sp. 1|COI-5P|MN123", {"species": "Asynapta sp. 1"}),
     ("ABC1-19|Battaristis MalaiseMetz3348|COI-5P", {"species": "Battaristis MalaiseMetz3348"}),
+    ("ABC1-19|gelBioLep01 BioLep743|COI-5P", {"species": "gelBioLep01 BioLep743"}),  # BIOSCAN interim name
     ("ABC1-19|Cecidomyiidae|COI-5P", {"family": "Cecidomyiidae"}),
     ("ABC1-19|Diptera|COI-5P", {}),      # one word of unknown rank: nothing filled
     ("ABC1-19|Asynapta|COI-5P", {}),

@@ -6,9 +6,10 @@ rank is filled only when the header says it, and the raw taxon text is kept in t
 1. **BOLD style** ``>processid|taxon|marker[|accession]`` (BOLD's FASTA download). ``taxon`` is the lowest name of
    the identification:
 
-   - a binomial or interim species name (two or more words, the first capitalised: ``Aedes aegypti``,
-     ``Asynapta sp. 1``, ``Battaristis MalaiseMetz3348``) fills ``species`` only; the genus is *not* derived from
-     it, because an interim name's first word need not be a valid genus;
+   - a name of two or more words (a binomial or a BOLD/BIOSCAN interim species name: ``Aedes aegypti``,
+     ``Asynapta sp. 1``, ``Battaristis MalaiseMetz3348``, ``gelBioLep01 BioLep743``; names above species are one
+     word) fills ``species`` only; the genus is *not* derived from it, because an interim name's first word need not
+     be a valid genus;
    - a single word ending in ``-idae`` fills ``family`` (the ICZN fixes this ending for animal family names,
      Art. 29.2);
    - any other single word (``Diptera``, ``Asynapta``) could be an order, a genus or another rank, so no rank is
@@ -24,8 +25,8 @@ rank is filled only when the header says it, and the raw taxon text is kept in t
    order, ``f`` family, ``g`` genus, ``s`` species; kingdom/phylum/class go to extra columns.
 3. **Plain lineages** ``>id;Insecta;Diptera;Cecidomyiidae;Asynapta;Asynapta sp. 1``. With ``lineage_ranks=`` (one
    rank name per field after the id, e.g. ``("class", "order", "family", "genus", "species")``) fields are read by
-   position. Without it, only what the lineage itself proves is filled: ``species`` when the last field is a
-   binomial, ``genus`` when the field before it is the binomial's first word, ``family`` when exactly one field ends
+   position. Without it, only what the lineage itself proves is filled: ``species`` when the last field has two
+   or more words, ``genus`` when the field before it is the binomial's first word, ``family`` when exactly one field ends
    in ``-idae``, and ``order`` only for the strict layout ``...;order;family;genus;species`` (the field right before
    the family, when family and genus are adjacent and that field carries no superfamily/subfamily/tribe ending).
    Lineages with other intermediate ranks need ``lineage_ranks=`` or prefixes.
@@ -53,7 +54,7 @@ _PREFIX_RANKS = {"k": "kingdom", "d": "kingdom", "p": "phylum", "c": "class", "o
                  "g": "genus", "s": "species"}
 _QIIME = re.compile(r"^([a-zA-Z])__(.*)$")
 _SINTAX = re.compile(r"^([a-zA-Z]):(.*)$")
-_BINOMIAL = re.compile(r"^[A-Z][A-Za-z-]+\s+\S")
+_BINOMIAL = re.compile(r"^[A-Za-z][\w.-]*\s+\S")
 #: endings of animal ranks between order and genus (ICZN Art. 29.2): superfamily, family, subfamily, tribe
 _SUFFIXED = ("oidea", "idae", "inae", "ini")
 
