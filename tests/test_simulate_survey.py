@@ -196,3 +196,11 @@ def test_hdf5_survey_has_clibd_splits(tmp_path):
         expected["split"].tolist()
     meta = json.loads((folder / "simulation.json").read_text())
     assert meta["summary"]["splits"] == expected["split"].value_counts().to_dict()
+
+
+def test_cli_bad_option_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="records"):
+        run_simulate(_cli(["--out", str(tmp_path / "x"), "--records", "0", "--no-progress"]))
+    with pytest.raises(ConfigError, match="does not exist"):
+        run_simulate(_cli(["--out", str(tmp_path / "y"), "--config", str(tmp_path / "missing.json")]))
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

@@ -115,13 +115,21 @@ def _undo_stops(child: np.ndarray, parent: np.ndarray) -> None:
         child[rows, 3 * codon + offset] = parent[rows, 3 * codon + offset]
 
 
-def evolve(parent: np.ndarray, branch: np.ndarray, model: SiteModel, rng: np.random.Generator) -> np.ndarray:
-    """Evolve (n, L) base codes along branches of length ``branch`` (n,); stop codons are never created."""
-    p_change = -np.expm1(-np.outer(branch, model.rates))
-    change = rng.random(parent.shape) < p_change
-    new = model.draw(rng.random(parent.shape))
-    child = np.where(change, new, parent)
-    _undo_stops(child, parent)
+def evolve(parent: np.ndarray, branch: np.ndarray, model: SiteModel, rng: np.random.Generator,
+           rows_per_step: int = 4096) -> np.ndarray:
+    """Evolve (n, L) base codes along branches of length ``branch`` (n,); stop codons are never created.
+
+    Works ``rows_per_step`` rows at a time, so temporaries stay small for large trees."""
+    child = np.empty_like(parent)
+    rates = model.rates.astype(np.float32)
+    for lo in range(0, len(parent), rows_per_step):
+        par = parent[lo: lo + rows_per_step]
+        p_change = -np.expm1(-np.outer(branch[lo: lo + rows_per_step].astype(np.float32), rates))
+        rows, sites = np.nonzero(rng.random(par.shape, dtype=np.float32) < p_change)
+        out = par.copy()
+        out[rows, sites] = model.draw(rng.random(len(rows)), sites)  # redraw only the sites that change
+        _undo_stops(out, par)
+        child[lo: lo + rows_per_step] = out
     return child
 
 

@@ -70,7 +70,8 @@ class Pen:
         return head + tuple(rgb[3:])
 
     def poly(self, pts: np.ndarray, fill: tuple[int, ...], outline: tuple[int, ...] | None = None) -> None:
-        self.draw.polygon(self.xy(pts), fill=self.colour(fill), outline=None if outline is None else self.colour(outline))
+        edge = None if outline is None else self.colour(outline)
+        self.draw.polygon(self.xy(pts), fill=self.colour(fill), outline=edge)
 
     def line(self, pts: np.ndarray, fill: tuple[int, ...], width: float) -> None:
         self.draw.line(self.xy(pts), fill=self.colour(fill), width=max(1, round(width * self.length)), joint="curve")

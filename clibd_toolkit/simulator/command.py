@@ -20,24 +20,28 @@ _FLAGS = {
 def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``clibd simulate``; every one defaults to :class:`SimulatorConfig`'s value."""
     d = SimulatorConfig()
-    parser.add_argument("--out", required=True, metavar="DIR",
-                        help="folder to write (records.csv + images/ + simulation.json; or survey.h5 with --format hdf5)")
-    parser.add_argument("--records", type=int, default=None, metavar="N", help=f"records in the survey (default {d.records})")
-    parser.add_argument("--seed", type=int, default=None, help=f"random seed; same seed, same survey (default {d.seed})")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder to write (records.csv + images/ + "
+                        "simulation.json; or survey.h5 with --format hdf5)")
+    parser.add_argument("--records", type=int, default=None, metavar="N",
+                        help=f"records in the survey (default {d.records})")
+    parser.add_argument("--seed", type=int, default=None,
+                        help=f"random seed; same seed, same survey (default {d.seed})")
     tree = parser.add_argument_group("taxonomy tree")
     tree.add_argument("--orders", type=int, default=None, help=f"insect orders, 1-9 (default {d.orders})")
     tree.add_argument("--families", type=int, default=None, help=f"families in the tree (default {d.families})")
     tree.add_argument("--genera", type=int, default=None, help=f"genera in the tree (default {d.genera})")
     tree.add_argument("--species", type=int, default=None, help=f"species in the tree (default {d.species})")
     tree.add_argument("--abundance-sigma", type=float, default=None,
-                      help=f"log-normal spread of species abundances; larger = more rare species (default {d.abundance_sigma})")
+                      help="log-normal spread of species abundances; larger = more rare species "
+                      f"(default {d.abundance_sigma})")
     tree.add_argument("--unlabelled-fraction", type=float, default=None,
                       help=f"fraction of records without a species label (default {d.unlabelled_fraction})")
     tree.add_argument("--cryptic-fraction", type=float, default=None,
                       help=f"fraction of species that look exactly like a congener (default {d.cryptic_fraction})")
     img = parser.add_argument_group("images")
     img.add_argument("--no-images", action="store_true", help="DNA-only survey (fast; for million-record tests)")
-    img.add_argument("--image-size", type=int, default=None, help=f"image side in pixels, 32-256 (default {d.image_size})")
+    img.add_argument("--image-size", type=int, default=None,
+                     help=f"image side in pixels, 32-256 (default {d.image_size})")
     img.add_argument("--image-format", choices=["jpeg", "png"], default=None, help="image file format (default jpeg)")
     out = parser.add_argument_group("output")
     out.add_argument("--format", choices=["folder", "hdf5"], default="folder",

@@ -143,19 +143,22 @@ def _spread(n_children: int, parent_weight: np.ndarray, rng: np.random.Generator
     return np.repeat(np.arange(n_parents), 1 + extra)
 
 
-def _pairs_within(groups: np.ndarray, n_pairs: int, taken: np.ndarray, rng: np.random.Generator) -> list[tuple[int, int]]:
+def _pairs_within(groups: np.ndarray, n_pairs: int, taken: np.ndarray,
+                  rng: np.random.Generator) -> list[tuple[int, int]]:
     """Up to ``n_pairs`` disjoint pairs (a, b) of untaken items with the same group, chosen at random."""
+    members: dict[int, list[int]] = {}
+    for item in rng.permutation(len(groups)).tolist():
+        if not taken[item]:
+            members.setdefault(int(groups[item]), []).append(item)
     pairs: list[tuple[int, int]] = []
     for a in rng.permutation(len(groups)).tolist():
         if len(pairs) >= n_pairs:
             break
-        if taken[a]:
+        pool = members.get(int(groups[a]), [])
+        if taken[a] or len(pool) < 2:
             continue
-        mates = np.flatnonzero((groups == groups[a]) & ~taken)
-        mates = mates[mates != a]
-        if len(mates) == 0:
-            continue
-        b = int(mates[rng.integers(len(mates))])
+        pool.remove(a)
+        b = pool.pop(int(rng.integers(len(pool))))
         taken[a] = taken[b] = True
         pairs.append((a, b))
     return pairs
