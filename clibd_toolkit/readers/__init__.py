@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
+import numpy as np
 import pandas as pd
 
 from ..errors import DataError, DataFileError
@@ -255,17 +256,19 @@ class RecordStream:
 
     def _drop_cross_chunk_duplicates(self, records: pd.DataFrame, frame: pd.DataFrame,
                                      rows: list[int]) -> pd.DataFrame:
-        ids = records[RECORD_ID]
-        dup = ids.isin(self._seen).to_numpy()
+        ids = records[RECORD_ID].tolist()
+        seen = self._seen
+        # a set lookup per id (Series.isin(set) on Arrow strings converts the whole set for every chunk)
+        dup = np.fromiter((rid in seen for rid in ids), dtype=bool, count=len(ids))
         if dup.any():
             for i in dup.nonzero()[0]:
-                rid = ids.iat[i]
+                rid = ids[i]
                 self._ctx.fail(DataError(
                     f"{self._ctx.source}: duplicate {RECORD_ID} {rid!r} (already read in an earlier chunk); "
                     "record ids must be unique", record_id=rid, value=rid), record_id=rid, column=RECORD_ID,
                     value=rid, kind="duplicate_id")
             records = records.loc[~dup].reset_index(drop=True)
-        self._seen.update(records[RECORD_ID].tolist())
+        seen.update(records[RECORD_ID].tolist())
         return records
 
 

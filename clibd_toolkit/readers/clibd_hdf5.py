@@ -252,8 +252,8 @@ def read_clibd_hdf5_chunks(
                 stop = min(start + size, n)
                 only = None
                 if gname in METASPLIT_GROUPS:
-                    ids = np.asarray(_decode(group[id_col][start:stop]), dtype=object)
-                    only = ~pd.Series(ids).isin(base_ids).to_numpy()
+                    ids = _decode(group[id_col][start:stop])
+                    only = np.fromiter((i not in base_ids for i in ids), dtype=bool, count=len(ids))
                     if not only.any():
                         continue
                 frame = _group_rows(path, group, gname, split_of.get(gname, gname), id_col, start, stop, images,
