@@ -190,6 +190,7 @@ def test_hdf5_survey_has_clibd_splits(tmp_path):
     assert got["dna_barcode"].tolist() == expected["dna_barcode"].tolist()
     assert (got.loc[expected["species"].isna(), "split"] == "pretrain").all()
     assert np.asarray(load_image(got["image"].iloc[0])).shape == (48, 48, 3)
+    assert len(load_records(path.parent)) == cfg.records  # the output folder itself loads too
     # the folder format fills the same splits on request
     folder = write_survey(tmp_path / "f", cfg, progress=False, splits=True)
     assert load_records(folder).set_index("record_id").loc[expected.index, "split"].tolist() == \
