@@ -177,3 +177,14 @@ def test_folder_with_records_csv(tmp_path):
     assert detect_format(out) == "table"
     recs = read_records(out).records
     assert recs["image"].iat[0] == str(out / "images" / "r1.png") and recs["split"].iat[0] == "train"
+
+
+def test_rejects_from_cross_chunk_checks_carry_rows(tmp_path):
+    path = _csv(tmp_path / "x.csv", "record_id,dna_barcode,family,genus\n"
+                                     "a,ACGT,Culicidae,Aedes\nb,ACGT,Culicidae,Aedes\nc,ACGT,Muscidae,Aedes\na,ACGT,,\n")
+    stream = iter_record_chunks(path, chunk_size=2, on_error="skip")
+    assert [c["record_id"].tolist() for c in stream] == [["a", "b"]]
+    rej = stream.rejects.to_frame()
+    assert sorted(rej[["row", "record_id", "kind"]].values.tolist()) == [[3, "c", "lineage_conflict"],
+                                                                          [4, "a", "duplicate_id"]]
+    assert "__source_row__" not in read_records(path, on_error="skip").records.columns

@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 Lineage = Literal["check", "ignore"]
 #: default number of records per chunk for :func:`iter_record_chunks`
 DEFAULT_CHUNK_SIZE = 50_000
+_ROW = "__source_row__"  # internal column carrying source row numbers through a chunk
 
 
 # --- the read context -------------------------------------------------------------------------------------------
@@ -235,16 +236,19 @@ class RecordStream:
     def _run(self) -> Iterator[pd.DataFrame]:
         ctx = self._ctx
         for frame, rows in self._chunks:
+            # carry each row's source number through normalisation, for the messages of the checks below
+            frame = frame.assign(**{_ROW: rows})
             records = normalise_records(frame, on_error=ctx.on_error, rejects=ctx.rejects, source=ctx.source,
                                         row_numbers=rows)
-            records = self._drop_cross_chunk_duplicates(records, frame, rows)
+            records = self._drop_cross_chunk_duplicates(records)
             if self._checker is not None and len(records):
                 bad = self._checker.check(records)
                 if bad:
                     for i, exc in bad:
-                        ctx.fail(exc, record_id=records[RECORD_ID].iat[i], column="lineage",
-                                 value=exc.value, kind="lineage_conflict")
+                        ctx.fail(exc, row=int(records[_ROW].iat[i]), record_id=records[RECORD_ID].iat[i],
+                                 column="lineage", value=exc.value, kind="lineage_conflict")
                     records = records.drop(index=[i for i, _ in bad]).reset_index(drop=True)
+            records = records.drop(columns=[_ROW])
             self.n_loaded += len(records)
             if len(records):
                 yield records
@@ -254,8 +258,7 @@ class RecordStream:
         if self.require_records and self.n_read == 0:
             raise DataError(f"{ctx.source} holds no records (empty file, or a header without rows); nothing to load")
 
-    def _drop_cross_chunk_duplicates(self, records: pd.DataFrame, frame: pd.DataFrame,
-                                     rows: list[int]) -> pd.DataFrame:
+    def _drop_cross_chunk_duplicates(self, records: pd.DataFrame) -> pd.DataFrame:
         ids = records[RECORD_ID].tolist()
         seen = self._seen
         # a set lookup per id (Series.isin(set) on Arrow strings converts the whole set for every chunk)
@@ -263,10 +266,11 @@ class RecordStream:
         if dup.any():
             for i in dup.nonzero()[0]:
                 rid = ids[i]
+                row = int(records[_ROW].iat[i])
                 self._ctx.fail(DataError(
-                    f"{self._ctx.source}: duplicate {RECORD_ID} {rid!r} (already read in an earlier chunk); "
-                    "record ids must be unique", record_id=rid, value=rid), record_id=rid, column=RECORD_ID,
-                    value=rid, kind="duplicate_id")
+                    f"row {row} in {self._ctx.source}: duplicate {RECORD_ID} {rid!r} (already read in an earlier "
+                    "chunk); record ids must be unique", record_id=rid, value=rid), row=row, record_id=rid,
+                    column=RECORD_ID, value=rid, kind="duplicate_id")
             records = records.loc[~dup].reset_index(drop=True)
         seen.update(records[RECORD_ID].tolist())
         return records
