@@ -16,7 +16,8 @@ record that cannot be loaded becomes a finding with its reason) and reports
 Images: every image is opened **header-only** (PIL reads the size and mode without decoding pixels; this catches
 missing, empty, non-image and oversized files cheaply), and a random sample of ``decode_sample`` images (seeded) is
 fully decoded with :func:`~clibd_toolkit.images.load_image` to catch truncated or corrupt files; ``images="decode"``
-decodes every image, ``images="none"`` skips them.
+decodes every image, ``images="none"`` skips them. For very large sources ``max_image_checks`` limits the header
+checks to a seeded random sample (the report says how many of how many were checked).
 
 Inconsistent lineages are judged over the whole source: for a name with several parents, the parent holding most
 records (ties: alphabetical) is taken as the intended one and the records under the others are reported.
@@ -111,7 +112,8 @@ class InspectionReport:
                           f" longer than the {MODEL_INPUT_NT}-nt model input (truncated)"]
         im = self.image_sizes
         if im.get("n_checked"):
-            lines += ["", f"images: {im['n_checked']} checked ({im['mode']}), {im['n_readable']} readable; width "
+            lines += ["", f"images: {im['n_checked']} of {im['n_with_image']} checked ({im['mode']}), "
+                          f"{im['n_readable']} readable; width "
                           f"{im['width_min']}-{im['width_max']} (median {im['width_median']}), height "
                           f"{im['height_min']}-{im['height_max']} (median {im['height_median']}); modes {im['modes']}"]
         lines.append("")
@@ -172,11 +174,15 @@ def _image_header(value: Any) -> tuple[int, int, str]:
 
 
 def _check_images(ids: list[str], values: list[Any], mode: ImageCheck, decode_sample: int, seed: int,
-                  progress: bool, problems: list[dict[str, Any]]) -> dict[str, Any]:
+                  progress: bool, problems: list[dict[str, Any]], limit: int | None = None) -> dict[str, Any]:
     from .images import MAX_PIXELS, load_image
 
     if mode == "none" or not values:
-        return {"n_checked": 0, "mode": mode}
+        return {"n_checked": 0, "mode": mode, "n_with_image": len(values)}
+    n_with_image = len(values)
+    if limit is not None and len(values) > limit:
+        pick = sorted(np.random.default_rng(seed).choice(len(values), size=limit, replace=False).tolist())
+        ids, values = [ids[i] for i in pick], [values[i] for i in pick]
     sizes: list[tuple[int, int]] = []
     modes: dict[str, int] = {}
     readable: list[int] = []
@@ -214,7 +220,8 @@ def _check_images(ids: list[str], values: list[Any], mode: ImageCheck, decode_sa
             problems.append({"kind": "unreadable_image", "record_id": ids[i], "row": None, "column": IMAGE,
                              "value": str(values[i])[:120] if not isinstance(values[i], bytes) else "<bytes>",
                              "message": str(exc)})
-    out: dict[str, Any] = {"n_checked": len(values), "mode": mode, "n_decoded": len(to_decode),
+    out: dict[str, Any] = {"n_checked": len(values), "n_with_image": n_with_image, "mode": mode,
+                           "n_decoded": len(to_decode),
                            "n_readable": len(readable) - n_bad_decode, "modes": modes}
     if sizes:
         arr = np.asarray(sizes)
@@ -254,6 +261,7 @@ def inspect_records(
     format: str = "auto",
     images: ImageCheck = "header",
     decode_sample: int = 100,
+    max_image_checks: int | None = None,
     seed: int = 0,
     chunk_size: int = 50_000,
     progress: bool = True,
@@ -270,7 +278,8 @@ def inspect_records(
         images: ``"header"`` (open every image header-only and fully decode ``decode_sample`` of them),
             ``"decode"`` (decode all) or ``"none"``.
         decode_sample: images fully decoded in ``"header"`` mode (a seeded random sample).
-        seed: seed of that sample.
+        max_image_checks: check at most this many images (a seeded random sample); ``None`` checks all.
+        seed: seed of the samples.
         chunk_size: records per chunk while reading (bounded memory: only ids, ranks, splits, barcode lengths and
             image references are kept).
         progress: show a progress bar while checking images.
@@ -327,7 +336,8 @@ def inspect_records(
                                     "cannot encode it"})
     lineage, lineage_problems = _lineage_problems(table)
     problems += lineage_problems
-    image_summary = _check_images(image_ids, image_values, images, decode_sample, seed, progress, problems)
+    image_summary = _check_images(image_ids, image_values, images, decode_sample, seed, progress, problems,
+                                  max_image_checks)
     all_lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
     report = InspectionReport(
         source=stream.source, format=stream.format,
@@ -383,6 +393,8 @@ def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", choices=["header", "decode", "none"], default="header",
                         help="image check: open every header and decode a sample (default), decode all, or skip")
     parser.add_argument("--decode-sample", type=int, default=100, help="images fully decoded in header mode")
+    parser.add_argument("--max-image-checks", type=int, default=None,
+                        help="check at most this many images (a seeded random sample; default: all)")
     parser.add_argument("--json", default=None, metavar="OUT", help="also write the full report as JSON")
     parser.add_argument("--problems", default=None, metavar="CSV", help="also write every problem as CSV")
     parser.add_argument("--max-listed", type=int, default=50, help="problems listed in the text report")
@@ -406,7 +418,7 @@ def run_inspect(args: argparse.Namespace) -> int:
             raise DataError(f"--image-root does not apply to format {fmt!r}")
         options["image_root"] = args.image_root
     report = inspect_records(args.data, format=args.format, images=args.images, decode_sample=args.decode_sample,
-                             **options)
+                             max_image_checks=args.max_image_checks, **options)
     print(report.to_text(max_listed=args.max_listed))  # noqa: T201 - the CLI's output
     if args.json:
         atomic_write_text(args.json, json.dumps(report.to_dict(), indent=2, ensure_ascii=False, default=str) + "\n")

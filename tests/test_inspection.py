@@ -113,3 +113,10 @@ def test_cli_functions(messy, tmp_path, capsys):
     assert run_inspect(strict) == 1
     with pytest.raises(DataFileError):
         run_inspect(parser.parse_args(["--data", str(tmp_path / "absent.tsv")]))
+
+
+def test_image_checks_can_be_limited(messy):
+    report = inspect_records(messy, max_image_checks=2, progress=False)
+    # loaded records with an image: ok1, ok2, conflict, missingimg, zeroimg, textimg, truncimg ("escape" is rejected)
+    assert report.image_sizes["n_checked"] == 2 and report.image_sizes["n_with_image"] == 7
+    assert "2 of 7 checked" in report.to_text()

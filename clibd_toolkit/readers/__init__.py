@@ -295,8 +295,8 @@ def _frame_chunks(frame: pd.DataFrame, ctx: ReadContext, chunk_size: int | None)
 
 def iter_record_chunks(
     source: Any,
-    *,
     chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+    *,
     format: str = "auto",
     on_error: OnError = "raise",
     lineage: Lineage = "check",
