@@ -36,6 +36,12 @@ _EXPORTS = {
     "load_run": "checkpoint",
     "extract_embeddings": "embed",
     "EmbeddingSet": "store",
+    "SimulatorConfig": "simulator",
+    "simulate_records": "simulator",
+    "write_survey": "simulator",
+    "read_records": "readers",
+    "assign_splits": "splits",
+    "SplitConfig": "splits",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain-dna": ("clibd_toolkit.pretrain", "pretrain a k-mer DNA encoder with masked k-mer modelling"),
     "train": ("clibd_toolkit.cli", "train a CLIBD model contrastively on records"),
     "embed": ("clibd_toolkit.cli", "embed records with a trained run into one embedding file"),
+    "simulate": ("clibd_toolkit.simulator", "write a simulated barcoding survey (the embedded default dataset)"),
 }
 
 
