@@ -40,6 +40,11 @@ _EXPORTS = {
     "simulate_records": "simulator",
     "write_survey": "simulator",
     "read_records": "readers",
+    "iter_record_chunks": "readers",
+    "write_clibd_hdf5": "readers.clibd_hdf5",
+    "ensure_splits": "splits",
+    "split_summary": "splits",
+    "inspect_records": "inspection",
     "assign_splits": "splits",
     "SplitConfig": "splits",
 }

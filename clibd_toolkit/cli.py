@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("clibd_toolkit.cli", "train a CLIBD model contrastively on records"),
     "embed": ("clibd_toolkit.cli", "embed records with a trained run into one embedding file"),
     "simulate": ("clibd_toolkit.simulator", "write a simulated barcoding survey (the embedded default dataset)"),
+    "inspect": ("clibd_toolkit.inspection", "counts, summaries and a record-by-record problem report of a data source"),
 }
 
 
@@ -43,10 +44,15 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, required: bool = True
 
 def load_data(args: argparse.Namespace, rejects_path: Path | None = None):
     """Read ``--data`` with the shared options; under ``--on-error skip`` write the rejects file and log counts."""
-    from .readers import read_records
+    from .readers import detect_format, read_records, reader_options
 
     options = {}
     if getattr(args, "image_root", None):
+        fmt = detect_format(Path(args.data)) if args.format == "auto" else args.format
+        if "image_root" not in reader_options(fmt):
+            from .errors import DataError
+
+            raise DataError(f"--image-root does not apply to {fmt} data (its images are not files beside a table)")
         options["image_root"] = args.image_root
     result = read_records(args.data, format=args.format, on_error=args.on_error, **options)
     if len(result.rejects):

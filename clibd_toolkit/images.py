@@ -58,7 +58,9 @@ def load_image(source: Any, *, record_id: Any = None, max_pixels: int = MAX_PIXE
         DataFileError: the file does not exist.
         DataError: empty, truncated, not an image, too large, or too small.
     """
-    if isinstance(source, str):
+    if isinstance(source, str) and "://" in source[:16]:
+        if not any(source.startswith(p) for p in _IMAGE_SOURCES):
+            from . import readers  # noqa: F401  (registers the container-format image sources, e.g. hdf5://)
         for prefix, fetch in _IMAGE_SOURCES.items():
             if source.startswith(prefix):
                 source = fetch(source)
