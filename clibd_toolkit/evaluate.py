@@ -301,7 +301,8 @@ def metrics_rows(result: EvalResult) -> list[dict[str, Any]]:
             for r in result.rows.itertuples(index=False)]
 
 
-def write_metrics(result: EvalResult, out_dir: str | Path, config_dict: dict[str, Any] | None = None) -> dict[str, Path]:
+def write_metrics(result: EvalResult, out_dir: str | Path,
+                  config_dict: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write ``metrics.json`` (``{"config": ..., "rows": [...]}``) and ``per_taxon.csv`` into ``out_dir``.
 
     Args:

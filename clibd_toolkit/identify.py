@@ -94,7 +94,8 @@ class NoveltyCalibration(Config):
                           "values non-decreasing from order to species (a coarser rank cannot need more similarity)")
 
 
-def _reference_index(reference: EmbeddingSet, key_modality: str, backend: str) -> tuple[np.ndarray, NearestNeighbourIndex]:
+def _reference_index(reference: EmbeddingSet, key_modality: str,
+                     backend: str) -> tuple[np.ndarray, NearestNeighbourIndex]:
     if key_modality not in reference.modalities:
         raise ConfigError(f"the reference has no {key_modality!r} embeddings; it has {list(reference.modalities)}")
     rows = np.flatnonzero(reference.has(key_modality))
@@ -141,6 +142,8 @@ def identify(queries: EmbeddingSet, reference: EmbeddingSet, *, query_modality: 
     if novelty is not None and (novelty.query_modality, novelty.key_modality) != (query_modality, key_modality):
         raise ConfigError(f"the novelty calibration is for {novelty.query_modality}->{novelty.key_modality} "
                           f"queries, not {query_modality}->{key_modality}; calibrate for this pair")
+    if novelty is not None and not novelty.thresholds:
+        raise ConfigError("the novelty calibration holds no thresholds; build it with calibrate_novelty(reference, ...)")
     if query_modality not in queries.modalities:
         raise ConfigError(f"the queries have no {query_modality!r} embeddings; they have {list(queries.modalities)}")
     key_rows, index = _reference_index(reference, key_modality, backend)

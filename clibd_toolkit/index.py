@@ -21,8 +21,12 @@ Backends:
   millions of vectors), inner-product metric; approximate unless the string is ``"Flat"``.
 
 The recall of the approximate backends depends on the data (well-clustered embeddings are easier than random
-vectors); ``benchmarks/`` measures it against the exact backend. Use the exact backend for the evaluation
-protocol.
+vectors); ``benchmarks/`` measures it against the exact backend. Measured once on 2 shared CPU cores, 50,000 x 768
+clustered synthetic keys (1,250 Gaussian clusters), 2,000 queries, k=10: ``faiss-ivf`` (894 lists) recall@1 = 1.0
+at nprobe 8 / 32 / 128, searching 10x / 3x / 1x faster than exact, built in ~30 s; ``faiss-hnsw`` (M=32) recall@1
+= 1.0 at ef_search 64-256, 2x faster than exact at ef_search 64 but ~2 min to build. On 200,000 x 768 random
+keys the exact backend ran 390 queries/s (faiss-flat 60-130 queries/s on the same machine), using 116 MB
+beyond the keys. Use the exact backend for the evaluation protocol.
 
 Saved indexes are a folder with ``index.json`` (format, backend, parameters, dim, count, SHA-256 of the data file)
 and ``keys.npy`` (exact) or ``index.faiss`` (faiss). :meth:`NearestNeighbourIndex.load` checks all of them.
@@ -45,7 +49,7 @@ BACKENDS: tuple[str, ...] = ("exact", "faiss-flat", "faiss-ivf", "faiss-hnsw", "
 FORMAT = "clibd_toolkit.index/1"
 HEADER_NAME = "index.json"
 _PARAMS = ("backend", "query_chunk_size", "key_chunk_size", "nlist", "nprobe", "hnsw_m", "ef_construction",
-           "ef_search", "factory", "seed", "progress")
+           "ef_search", "factory", "seed", "copy", "progress")
 
 
 def _import_faiss():
@@ -97,6 +101,8 @@ class NearestNeighbourIndex:
         hnsw_m, ef_construction, ef_search: ``faiss-hnsw`` graph parameters.
         factory: ``faiss.index_factory`` string for ``faiss-factory``.
         seed: seed of the training sample of trained faiss indexes.
+        copy: the exact backend copies keys that arrive already float32 with unit rows; ``copy=False`` keeps a
+            reference to the caller's array instead (no second copy of a multi-GB library; do not modify it).
         progress: show a tqdm bar over query blocks.
 
     Attributes (after ``fit``):
@@ -111,7 +117,8 @@ class NearestNeighbourIndex:
 
     def __init__(self, backend: Backend = "exact", *, query_chunk_size: int = 1024, key_chunk_size: int = 32768,
                  nlist: int | None = None, nprobe: int = 32, hnsw_m: int = 32, ef_construction: int = 200,
-                 ef_search: int = 128, factory: str | None = None, seed: int = 0, progress: bool = False):
+                 ef_search: int = 128, factory: str | None = None, seed: int = 0, copy: bool = True,
+                 progress: bool = False):
         self.backend = backend
         self.query_chunk_size = query_chunk_size
         self.key_chunk_size = key_chunk_size
@@ -122,6 +129,7 @@ class NearestNeighbourIndex:
         self.ef_search = ef_search
         self.factory = factory
         self.seed = seed
+        self.copy = copy
         self.progress = progress
         self._check_params()
 
@@ -174,14 +182,13 @@ class NearestNeighbourIndex:
         self._check_params()
         given = keys
         keys = normalise_rows(keys, what="keys")
-        if keys is given or not keys.flags.writeable:  # never alias the caller's array
-            keys = keys.copy()
         if len(keys) == 0:
             raise DataError("cannot build an index over 0 keys")
         for attr in ("keys_", "index_"):
             self.__dict__.pop(attr, None)
         if self.backend == "exact":
-            self.keys_ = keys
+            # normalise_rows returns the caller's array itself when it is float32 with unit rows already
+            self.keys_ = keys.copy() if (self.copy and keys is given) or not keys.flags.writeable else keys
         else:
             self.index_ = self._build_faiss(keys)
         self.n_keys_, self.dim_ = int(keys.shape[0]), int(keys.shape[1])

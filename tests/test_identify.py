@@ -130,6 +130,8 @@ def test_errors():
     with pytest.raises(ConfigError, match="image->dna"):
         identify(queries, reference, query_modality="dna", key_modality="dna",
                  novelty=NoveltyCalibration(query_modality="image"))
+    with pytest.raises(ConfigError, match="holds no thresholds"):
+        identify(queries, reference, query_modality="dna", key_modality="dna", novelty=NoveltyCalibration())
     with pytest.raises(ConfigError, match=r"k=3 is larger than the number of keys in the index \(1\)"):
         identify(queries, reference, query_modality="dna", key_modality="dna", k=3)
     with pytest.raises(ConfigError, match="no 'image' embeddings"):

@@ -141,3 +141,11 @@ def test_refit_replaces_keys():
     index = NearestNeighbourIndex().fit(np.eye(3, dtype=np.float32))
     index.fit(np.array([[0.0, 1.0], [1.0, 0.0]], np.float32))
     assert index.n_keys_ == 2 and index.search(np.array([[1.0, 0.1]], np.float32), 1)[1].tolist() == [[1]]
+
+
+def test_keys_are_copied_unless_asked_not_to():
+    keys = np.eye(3, dtype=np.float32)
+    index = NearestNeighbourIndex().fit(keys)
+    keys[0] = [0.0, 0.0, 1.0]  # the caller changes its array afterwards
+    assert index.search(np.array([[1.0, 0.0, 0.0]], np.float32), 1)[1].tolist() == [[0]]
+    assert NearestNeighbourIndex(copy=False).fit(keys).keys_ is keys
