@@ -31,8 +31,8 @@ import pandas as pd
 from .config import Config, _suggest
 from .errors import ConfigError, DataError
 from .index import BACKENDS, NearestNeighbourIndex
-from .schema import KEY_SPLITS, RANKS, SPLIT, SPLIT_TRAIN
-from .splits import key_mask, query_mask, train_records_are_keys
+from .schema import RANKS
+from .splits import key_mask, query_mask
 from .store import EmbeddingSet
 
 logger = logging.getLogger(__name__)
@@ -153,19 +153,6 @@ def _codes(key_labels: pd.Series, query_labels: pd.Series) -> tuple[np.ndarray, 
     return codes[: len(key_labels)], codes[len(key_labels):], np.asarray(uniques, dtype=object)
 
 
-def pooled_keys(metadata: pd.DataFrame) -> np.ndarray:
-    """:func:`clibd_toolkit.splits.key_mask`, tolerating its read-only-array bug under pandas 3 (``mask |= ...`` on
-    the array ``Series.to_numpy()`` returns); same result."""
-    try:
-        return key_mask(metadata)
-    except ValueError as exc:
-        if "read-only" not in str(exc):
-            raise
-        values = metadata[SPLIT]
-        return values.isin(KEY_SPLITS).to_numpy() | (train_records_are_keys(metadata)
-                                                     & (values == SPLIT_TRAIN).to_numpy())
-
-
 def evaluate_embeddings(embeddings: EmbeddingSet, config: EvalConfig | None = None, *,
                         progress: bool = False) -> EvalResult:
     """Run the CLIBD protocol (see the module docstring) on embeddings that carry a ``split`` column.
@@ -188,7 +175,7 @@ def evaluate_embeddings(embeddings: EmbeddingSet, config: EvalConfig | None = No
     """
     config = config or EvalConfig()
     meta = embeddings.metadata
-    keys = pooled_keys(meta)
+    keys = key_mask(meta)
     if not keys.any():
         raise DataError("no key records (splits seen_keys / val_unseen_keys / test_unseen_keys / unseen_keys, or "
                         "train records in the BIOSCAN-5M layout); the protocol needs a reference set")
