@@ -7,6 +7,7 @@ the last complete checkpoint and ends with the same weights as an uninterrupted 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -31,6 +32,7 @@ from .checkpoint import (
     write_run_info,
 )
 from .config import ModelConfig, TrainConfig
+from .distributed import broadcast_module, init_distributed, teardown_distributed
 from .errors import CheckpointError, ConfigError, DataError
 from .loss import ContrastiveLoss
 from .model import CLIBDModel
@@ -174,6 +176,12 @@ def train(
     ids of the records trained on are written to ``run_dir/train_records.txt`` so that a later evaluation can
     report any overlap between its queries and the training data.
 
+    Under ``torchrun --nproc_per_node N`` (one process per GPU, or N CPU processes with gloo) the processes join one
+    process group (:mod:`clibd_toolkit.distributed`) and train with DistributedDataParallel: ``batch_size`` is the
+    global batch (``batch_size // N`` records per rank), the contrastive loss sees the features of all ranks
+    (gathered with gradients), each epoch reshuffles with the epoch's seed, and only rank 0 validates, logs and
+    writes the run folder; at the end every rank holds rank 0's best weights.
+
     Args:
         records: canonical records table (see :func:`clibd_toolkit.load_records`).
         model_config: which encoders (and so which modalities) to train; see :mod:`clibd_toolkit.presets`.
@@ -184,7 +192,29 @@ def train(
 
     Returns:
         A :class:`TrainResult` with the trained model (best checkpoint loaded) and the loss history.
+
+    Raises:
+        ConfigError, DataError, CheckpointError: bad settings, unusable records, or a run folder that does not fit.
     """
+    _, created = init_distributed()
+    try:
+        return _train(records, model_config, train_config, run_dir, resume=resume, on_error=on_error,
+                      data_info=data_info)
+    finally:
+        if created:
+            teardown_distributed()
+
+
+def _train(
+    records: pd.DataFrame,
+    model_config: ModelConfig,
+    train_config: TrainConfig = TrainConfig(),
+    run_dir: str | Path = "run",
+    *,
+    resume: bool = False,
+    on_error: str = "raise",
+    data_info: dict[str, Any] | None = None,
+) -> TrainResult:
     from tqdm.auto import tqdm
 
     from .splits import has_splits, train_mask
@@ -228,8 +258,9 @@ def train(
     if len(rejects) and is_main:
         rejects.save(run_dir / "rejects.csv")
         log.warning("left out %d unusable records, listed in %s", len(rejects), run_dir / "rejects.csv")
-    if len(train_records) < 2:
-        raise DataError(f"only {len(train_records)} training record(s); contrastive training needs at least 2")
+    if len(train_records) < max(2, world):
+        raise DataError(f"only {len(train_records)} training record(s); contrastive training needs at least 2 (and "
+                        f"one per process: {world})")
 
     device = resolve_device(train_config.device)
     use_bf16 = train_config.precision == "bf16" or (train_config.precision == "auto" and device.type == "cuda")
@@ -275,10 +306,7 @@ def train(
 
         atomic_write_text(run_dir / TRAIN_IDS_FILE, "\n".join(map(str, train_records[RECORD_ID])) + "\n")
 
-    ddp_model: torch.nn.Module = model
-    if world > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+    step_module = wrap_for_training(model, device)
 
     loss_fn = ContrastiveLoss()
     done = global_step >= total_steps
@@ -286,11 +314,10 @@ def train(
         if done:
             break
         epoch_seed = _epoch_seed(train_config.seed, epoch)
-        torch.manual_seed(epoch_seed)
+        # dropout masks: the epoch's seed, offset by rank so that ranks do not share masks (rank 0 = single process)
+        torch.manual_seed(epoch_seed + rank)
         order = torch.randperm(len(train_records), generator=torch.Generator().manual_seed(epoch_seed)).numpy()
-        # each rank takes every world-th record of the epoch's permutation (DistributedSampler semantics)
-        n_used = n_batches * per_rank_batch * world if len(train_records) >= per_rank_batch * world else len(order)
-        order = order[:n_used][rank::world]
+        order = rank_slice(order, n_batches * per_rank_batch * world, rank, world)
         model.train()
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{train_config.epochs}", unit="step",
                    disable=not (train_config.progress and is_main), leave=False)
@@ -304,13 +331,11 @@ def train(
             rngs = [np.random.default_rng([train_config.seed, epoch, int(i)]) for i in idx]
             batch = make_batch(model.preprocess, chunk, modalities, train=train_config.augment, rngs=rngs,
                                text_for_all=True)
-            present = [m for m in modalities if bool(batch.present[m].any())]
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                feats = ddp_model({m: batch.inputs[m] for m in present})
-                full = {m: _scatter_zero(feats[m], batch.present[m]) if m in feats else
-                        torch.zeros(len(idx), model_config.embed_dim, device=device) for m in modalities}
-                loss = loss_fn(full, model.scale(), {m: batch.present[m].to(device) for m in modalities})
-            (loss / train_config.grad_accum_steps).backward()
+            sync = accum + 1 >= train_config.grad_accum_steps or world == 1
+            # gradient accumulation under DDP: all-reduce only on the micro-batch that ends the step
+            with (contextlib.nullcontext() if sync else step_module.no_sync()):
+                loss = batch_loss(step_module, loss_fn, batch, modalities, device=device, bf16=use_bf16)
+                (loss / train_config.grad_accum_steps).backward()
             accum += 1
             if accum < train_config.grad_accum_steps:
                 continue
@@ -355,11 +380,101 @@ def train(
 
     if is_main and not (run_dir / "checkpoints" / "best").is_dir() and list_epoch_checkpoints(run_dir):
         raise CheckpointError(f"{run_dir}: no best checkpoint was written")
-    best = checkpoint_folder(run_dir, "best")
-    load_model_state(best, model)
+    if is_main:
+        load_model_state(checkpoint_folder(run_dir, "best"), model)
+    if world > 1:
+        # the other ranks take rank 0's best weights and bookkeeping (no shared file system needed)
+        broadcast_module(model)
+        shared = [best_epoch, best_metric, val_metrics]
+        dist.broadcast_object_list(shared, src=0)
+        best_epoch, best_metric, val_metrics = shared
     model.eval()
     return TrainResult(run_dir, model, epochs=train_config.epochs, steps=global_step, history=pd.DataFrame(history),
                        best_epoch=best_epoch, best_metric=best_metric, val_metrics=val_metrics)
+
+
+# --- one training step, single process or DDP ------------------------------------------------------------
+
+
+class TrainStep(torch.nn.Module):
+    """The module DDP wraps: the encoders *and* the logit scale in one forward.
+
+    DDP all-reduces the gradient of a parameter only if it is reached from the forward's outputs; the learned
+    temperature is used by the loss, so it is returned from here rather than read from the model outside forward
+    (which breaks DDP's unused-parameter bookkeeping).
+    """
+
+    def __init__(self, model: CLIBDModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        return self.model(inputs), self.model.scale()
+
+
+def wrap_for_training(model: CLIBDModel, device: torch.device) -> torch.nn.Module:
+    """:class:`TrainStep` around ``model``, inside DistributedDataParallel when a process group of >1 ranks exists.
+
+    DDP broadcasts rank 0's weights at construction, so every rank starts from the same model.
+    """
+    step = TrainStep(model)
+    _, world = dist_info()
+    if world == 1:
+        return step
+    return torch.nn.parallel.DistributedDataParallel(
+        step, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+
+
+def rank_slice(order: np.ndarray, n_used: int, rank: int, world: int) -> np.ndarray:
+    """This rank's records of an epoch permutation: every ``world``-th of its first ``n_used`` (DistributedSampler).
+
+    Local batch ``b`` of all ranks together is then exactly records ``order[b*B*world:(b+1)*B*world]``, the global
+    batch a single process with batch ``B*world`` would take. With fewer records than one global batch, all
+    ranks get the same number of records (a multiple of ``world`` is used), as the feature gather needs.
+    """
+    if len(order) < n_used or n_used == 0:
+        n_used = len(order) - len(order) % world if world > 1 else len(order)
+    return order[:n_used][rank::world]
+
+
+def _placeholder_inputs(model: CLIBDModel, modality: str) -> Any:
+    """One dummy input of ``modality`` (used when a rank's batch lacks the modality; see :func:`batch_loss`)."""
+    if modality == "dna":
+        return model.preprocess.dna(["A" * model.config.dna_k], ["placeholder"])
+    if modality == "image":
+        size = model.config.image_size
+        return torch.zeros(1, 3, size, size)
+    return model.preprocess.text([""])
+
+
+def batch_loss(step_module: torch.nn.Module, loss_fn: ContrastiveLoss, batch, modalities: tuple[str, ...], *,
+               device: torch.device, bf16: bool = False) -> torch.Tensor:
+    """Contrastive loss of one (local) batch; under DDP the loss of the global batch (features gathered).
+
+    Under DDP every rank must build the same autograd graph, or the collectives of the backward pass (DDP's
+    all-reduce, the all-gather's backward) pair up differently on different ranks and hang. So when this rank's
+    batch has no record of a modality that others may have, its encoder still runs on one placeholder input
+    whose output enters the loss multiplied by zero (no effect on values or gradients).
+    """
+    _, world = dist_info()
+    model = step_module.module.model if hasattr(step_module, "module") else step_module.model
+    present = {m: batch.present[m] for m in modalities}
+    inputs = {m: batch.inputs[m] for m in modalities if bool(present[m].any())}
+    placeholders = [m for m in modalities if m not in inputs and world > 1]
+    for m in placeholders:
+        inputs[m] = _placeholder_inputs(model, m)
+    n = len(batch)
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+        feats, scale = step_module(inputs)
+        full = {}
+        for m in modalities:
+            if m in placeholders:
+                full[m] = feats[m].new_zeros((n, feats[m].shape[1])) + 0.0 * feats[m].sum()
+            elif m in feats:
+                full[m] = _scatter_zero(feats[m], present[m])
+            else:
+                full[m] = torch.zeros(n, model.config.embed_dim, device=device)
+        return loss_fn(full, scale, {m: present[m].to(device) for m in modalities})
 
 
 def _scatter_zero(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
