@@ -5,14 +5,20 @@ emb-explorer layout): one row per record with ``record_id``, the rank columns, `
 fixed-size float32 list column ``emb_<modality>`` per modality. File-level metadata holds the config that made
 the embeddings, the record count and a SHA-256 of the vectors; :meth:`EmbeddingSet.load` verifies both, so a
 truncated or tampered file is refused rather than half-used.
+
+Files of any size are written by :class:`EmbeddingWriter` (row group by row group; count and checksum computed as
+the rows pass, written into the footer at the end) and read back by :func:`iter_embeddings` and checked by
+:func:`verify_embedding_file` one batch at a time. Format 2 (current) differs from format 1 only in how the
+checksum is formed (per-modality digests, so that it can be computed while streaming); format-1 files still load.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -22,7 +28,7 @@ from .schema import BIN, MODALITIES, RANKS, RECORD_ID, SPLIT
 
 #: metadata columns carried next to the vectors
 META_COLUMNS: tuple[str, ...] = (RECORD_ID, *RANKS, BIN, SPLIT)
-FORMAT = "clibd_toolkit.embeddings/1"
+FORMAT = "clibd_toolkit.embeddings/2"
 
 
 @dataclass
@@ -89,6 +95,18 @@ class EmbeddingSet:
                             dict(parts[0].config))
 
     def checksum(self) -> str:
+        """SHA-256 fingerprint of the vectors and record ids (format 2, computable while streaming).
+
+        ``sha256(name_1 + sha256(vectors_1) + ... + sha256(ids joined by U+001F))`` over the modalities in
+        :data:`~clibd_toolkit.schema.MODALITIES` order, each vector block as C-order float32 bytes, rows in file order;
+        :class:`EmbeddingWriter` computes the same value chunk by chunk.
+        """
+        hasher = _Fingerprint(self.modalities)
+        hasher.update(self)
+        return hasher.hexdigest()
+
+    def _checksum_v1(self) -> str:
+        """The checksum of format-1 files (whole modality blocks hashed one after the other)."""
         digest = hashlib.sha256()
         for modality in self.modalities:
             digest.update(modality.encode())
@@ -98,9 +116,10 @@ class EmbeddingSet:
 
     # --- I/O -----------------------------------------------------------------------------------------------------
     def to_arrow(self):
+        """This set as a pyarrow Table: string metadata columns, one fixed-size float32 list column per modality."""
         import pyarrow as pa
 
-        columns = {c: pa.array([None if pd.isna(v) else str(v) for v in self.metadata[c]], type=pa.string())
+        columns = {c: pa.array(self.metadata[c].astype("string"), type=pa.string(), from_pandas=True)
                    for c in META_COLUMNS}
         for modality in self.modalities:
             arr = self.vectors[modality]
@@ -110,54 +129,286 @@ class EmbeddingSet:
 
     def save(self, path: str | Path) -> Path:
         """Write atomically to ``path`` (``.parquet``); returns the path."""
+        with EmbeddingWriter(path, {m: v.shape[1] for m, v in self.vectors.items()}, self.config) as writer:
+            writer.write(self)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path, *, verify: bool = True) -> EmbeddingSet:
+        """Read an embedding file written by :meth:`save` or :class:`EmbeddingWriter` (formats 1 and 2).
+
+        Args:
+            path: the ``.parquet`` file.
+            verify: check the record count and checksum in the file's header against its content.
+
+        Raises:
+            CheckpointError: missing, unreadable, not an embedding file, incomplete or corrupt.
+        """
+        import pyarrow.parquet as pq
+
+        path = Path(path)
+        header = read_header(path)
+        table = _guard(path, lambda: pq.read_table(path))
+        out = _from_arrow(table, header["config"])
+        if verify:
+            if header["n_records"] != len(out):
+                raise CheckpointError(f"{path} holds {len(out)} records but its header says {header['n_records']}; "
+                                      "the file is incomplete or corrupt, re-create it")
+            actual = out._checksum_v1() if header["format"] == FORMAT_V1 else out.checksum()
+            if header["sha256"] != actual:
+                raise CheckpointError(f"{path} fails its checksum; the file is corrupt or was modified, re-create it")
+        return out
+
+
+# --- reading ---------------------------------------------------------------------------------------------------
+
+FORMAT_V1 = "clibd_toolkit.embeddings/1"
+READABLE_FORMATS: tuple[str, ...] = (FORMAT_V1, FORMAT)
+
+
+def _guard(path: Path, read):
+    import pyarrow as pa
+
+    try:
+        return read()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise CheckpointError(f"{path} is not a readable embedding file ({exc})") from None
+
+
+def read_header(path: str | Path) -> dict[str, Any]:
+    """The header of an embedding file without reading its vectors.
+
+    Returns:
+        ``{"format", "config", "n_records", "sha256", "modalities", "dims"}``.
+
+    Raises:
+        CheckpointError: missing, unreadable or not an embedding file.
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"embedding file {path} does not exist")
+    pf = _guard(path, lambda: pq.ParquetFile(path))
+    meta = pf.metadata.metadata or {}
+    fmt = meta.get(b"clibd_format", b"").decode()
+    if fmt not in READABLE_FORMATS:
+        raise CheckpointError(f"{path} is not a clibd_toolkit embedding file (format marker {fmt or None!r}; expected "
+                              f"one of {list(READABLE_FORMATS)})")
+    schema = pf.schema_arrow
+    mods = tuple(m for m in MODALITIES if f"emb_{m}" in schema.names)
+    return {"format": fmt, "config": json.loads(meta.get(b"clibd_config", b"{}")),
+            "n_records": int(meta.get(b"clibd_n_records", b"-1")), "sha256": meta.get(b"clibd_sha256", b"").decode(),
+            "modalities": mods, "dims": {m: schema.field(f"emb_{m}").type.list_size for m in mods},
+            "rows": pf.metadata.num_rows}
+
+
+def _from_arrow(table, config: dict[str, Any]) -> EmbeddingSet:
+    metadata = pd.DataFrame({c: table.column(c).to_pylist() for c in META_COLUMNS}).astype(object)
+    metadata = metadata.where(metadata.notna(), pd.NA)
+    vectors = {}
+    for modality in MODALITIES:
+        name = f"emb_{modality}"
+        if name in table.column_names:
+            col = table.column(name).combine_chunks()
+            dim = col.type.list_size
+            vectors[modality] = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
+    return EmbeddingSet(metadata, vectors, dict(config))
+
+
+def iter_embeddings(path: str | Path, batch_size: int = 65536, *,
+                    modalities: Iterable[str] | None = None) -> Iterator[EmbeddingSet]:
+    """Stream an embedding file as EmbeddingSets of at most ``batch_size`` records (memory: one batch).
+
+    Args:
+        path: an embedding file.
+        batch_size: records per yielded set.
+        modalities: read only these vector columns (default: all).
+
+    Raises:
+        CheckpointError: missing, unreadable or not an embedding file.
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    header = read_header(path)
+    mods = header["modalities"] if modalities is None else tuple(modalities)
+    unknown = [m for m in mods if m not in header["modalities"]]
+    if unknown:
+        raise CheckpointError(f"{path} has no {unknown} vectors; it holds {list(header['modalities'])}")
+    columns = [*META_COLUMNS, *(f"emb_{m}" for m in mods)]
+    pf = _guard(path, lambda: pq.ParquetFile(path))
+    import pyarrow as pa
+
+    for batch in pf.iter_batches(batch_size=batch_size, columns=columns):
+        yield _from_arrow(pa.Table.from_batches([batch]), header["config"])
+
+
+def verify_embedding_file(path: str | Path, batch_size: int = 65536) -> int:
+    """Check an embedding file's record count and checksum, streaming (format 2) — memory stays one batch.
+
+    Returns:
+        The number of records.
+
+    Raises:
+        CheckpointError: missing, unreadable, incomplete or corrupt.
+    """
+    path = Path(path)
+    header = read_header(path)
+    if header["format"] == FORMAT_V1:  # old files: whole-file checksum
+        return len(EmbeddingSet.load(path))
+    hasher = _Fingerprint(header["modalities"])
+    n = 0
+    for part in iter_embeddings(path, batch_size):
+        hasher.update(part)
+        n += len(part)
+    if n != header["n_records"]:
+        raise CheckpointError(f"{path} holds {n} records but its header says {header['n_records']}; the file is "
+                              "incomplete or corrupt, re-create it")
+    if hasher.hexdigest() != header["sha256"]:
+        raise CheckpointError(f"{path} fails its checksum; the file is corrupt or was modified, re-create it")
+    return n
+
+
+# --- streaming writer ------------------------------------------------------------------------------------------
+
+
+class _Fingerprint:
+    """Incremental form of :meth:`EmbeddingSet.checksum`: one hasher per modality plus one for the ids."""
+
+    def __init__(self, modalities: Iterable[str]):
+        self.modalities = tuple(m for m in MODALITIES if m in tuple(modalities))
+        self._vectors = {m: hashlib.sha256() for m in self.modalities}
+        self._ids = hashlib.sha256()
+        self._first = True
+
+    def update(self, part: EmbeddingSet) -> None:
+        for m in self.modalities:
+            self._vectors[m].update(np.ascontiguousarray(part.vectors[m], dtype=np.float32).tobytes())
+        ids = "\x1f".join(map(str, part.metadata[RECORD_ID].tolist()))
+        if len(part):
+            self._ids.update((ids if self._first else "\x1f" + ids).encode("utf-8"))
+            self._first = False
+
+    def hexdigest(self) -> str:
+        digest = hashlib.sha256()
+        for m in self.modalities:
+            digest.update(m.encode())
+            digest.update(self._vectors[m].digest())
+        digest.update(self._ids.digest())
+        return digest.hexdigest()
+
+
+class EmbeddingWriter:
+    """Write an embedding file chunk by chunk, never holding more than one row group of vectors.
+
+    Rows are appended as Parquet row groups (pyarrow ``ParquetWriter``); the record count and the checksum are
+    computed as the chunks pass and written into the file footer at :meth:`close`. The file is written under a
+    temporary name and renamed into place by :meth:`close`, so ``path`` only ever holds a complete, verifiable
+    file; a writer left by an exception (or a killed process) leaves nothing at ``path``.
+
+    Args:
+        path: the ``.parquet`` file to create (replaced if it exists).
+        dims: modality -> vector dimension, the modalities every chunk must carry.
+        config: JSON-serialisable provenance (model config, run, data) stored in the header.
+        row_group_bytes: target size of one row group of vectors (bounds the writer's buffer).
+
+    Example:
+        >>> with EmbeddingWriter("emb.parquet", {"dna": 256}, config) as writer:  # doctest: +SKIP
+        ...     for part in iter_embedding_chunks(model, stream):
+        ...         writer.write(part)
+    """
+
+    def __init__(self, path: str | Path, dims: Mapping[str, int], config: Mapping[str, Any] | None = None, *,
+                 row_group_bytes: int = 32 << 20):
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         from .io import atomic_path
 
-        path = Path(path)
-        table = self.to_arrow()
-        meta = {
-            b"clibd_format": FORMAT.encode(),
-            b"clibd_config": json.dumps(self.config, default=str).encode(),
-            b"clibd_n_records": str(len(self)).encode(),
-            b"clibd_sha256": self.checksum().encode(),
-        }
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
-        with atomic_path(path) as tmp:
-            pq.write_table(table, tmp, row_group_size=65536)
-        return path
+        unknown = [m for m in dims if m not in MODALITIES]
+        if unknown or not dims:
+            raise DataError(f"EmbeddingWriter dims {dict(dims)}: expected at least one of {list(MODALITIES)}")
+        self.path = Path(path)
+        self.dims = {m: int(dims[m]) for m in MODALITIES if m in dims}
+        self.config = dict(config or {})
+        width = 4 * sum(self.dims.values()) + 64
+        self.row_group_rows = max(1024, row_group_bytes // width)
+        fields = [pa.field(c, pa.string()) for c in META_COLUMNS]
+        fields += [pa.field(f"emb_{m}", pa.list_(pa.float32(), d)) for m, d in self.dims.items()]
+        schema = pa.schema(fields, metadata={b"clibd_format": FORMAT.encode(),
+                                             b"clibd_config": json.dumps(self.config, default=str).encode()})
+        self._stack = contextlib.ExitStack()
+        self._tmp = self._stack.enter_context(atomic_path(self.path))
+        self._writer = pq.ParquetWriter(self._tmp, schema)
+        self._schema = schema
+        self._buffer: list = []
+        self._buffered = 0
+        self._hasher = _Fingerprint(self.dims)
+        self.n_records = 0
+        self.closed = False
 
-    @classmethod
-    def load(cls, path: str | Path, *, verify: bool = True) -> EmbeddingSet:
-        """Read an embedding file written by :meth:`save`, checking its record count and checksum."""
+    def write(self, part: EmbeddingSet) -> None:
+        """Append the records of ``part`` (same modalities and dimensions as ``dims``)."""
+        if self.closed:
+            raise DataError(f"EmbeddingWriter for {self.path} is closed")
+        dims = {m: v.shape[1] for m, v in part.vectors.items()}
+        if dims != self.dims:
+            raise DataError(f"chunk has vectors {dims}; this writer expects {self.dims}")
+        if not len(part):
+            return
+        self._hasher.update(part)
+        self._buffer.append(part.to_arrow().cast(self._schema.remove_metadata()))
+        self._buffered += len(part)
+        self.n_records += len(part)
+        if self._buffered >= self.row_group_rows:
+            self._flush(final=False)
+
+    def _flush(self, final: bool = True) -> None:
+        """Write whole row groups of ``row_group_rows`` records (and, when ``final``, the remainder)."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"embedding file {path} does not exist")
-        try:
-            table = pq.read_table(path)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise CheckpointError(f"{path} is not a readable embedding file ({exc})") from None
-        meta = table.schema.metadata or {}
-        if meta.get(b"clibd_format") != FORMAT.encode():
-            raise CheckpointError(f"{path} is not a clibd_toolkit embedding file (no {FORMAT!r} marker)")
-        metadata = pd.DataFrame({c: table.column(c).to_pylist() for c in META_COLUMNS}).astype(object)
-        metadata = metadata.where(metadata.notna(), pd.NA)
-        vectors = {}
-        for modality in MODALITIES:
-            name = f"emb_{modality}"
-            if name in table.column_names:
-                col = table.column(name).combine_chunks()
-                dim = col.type.list_size
-                vectors[modality] = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
-        out = cls(metadata, vectors, json.loads(meta.get(b"clibd_config", b"{}")))
-        if verify:
-            expected_n = int(meta.get(b"clibd_n_records", b"-1"))
-            if expected_n != len(out):
-                raise CheckpointError(f"{path} holds {len(out)} records but its header says {expected_n}; the file "
-                                      "is incomplete or corrupt, re-create it")
-            if meta.get(b"clibd_sha256", b"").decode() != out.checksum():
-                raise CheckpointError(f"{path} fails its checksum; the file is corrupt or was modified, re-create it")
-        return out
+        if not self._buffered:
+            return
+        table = pa.concat_tables(self._buffer)
+        n_full = len(table) if final else len(table) - len(table) % self.row_group_rows
+        if n_full:
+            self._writer.write_table(table.slice(0, n_full), row_group_size=self.row_group_rows)
+        rest = table.slice(n_full)
+        self._buffer, self._buffered = ([rest], len(rest)) if len(rest) else ([], 0)
+
+    def checksum(self) -> str:
+        """The checksum of the records written so far."""
+        return self._hasher.hexdigest()
+
+    def close(self) -> Path:
+        """Flush, write the record count and checksum into the footer and move the file into place."""
+        if self.closed:
+            return self.path
+        self._flush()
+        self._writer.add_key_value_metadata({b"clibd_n_records": str(self.n_records).encode(),
+                                             b"clibd_sha256": self.checksum().encode()})
+        self._writer.close()
+        self.closed = True
+        self._stack.close()  # fsync + atomic rename
+        return self.path
+
+    def abort(self) -> None:
+        """Discard everything written (the temporary file is deleted; ``path`` is untouched)."""
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        with contextlib.suppress(FileNotFoundError):
+            self._tmp.unlink()
+        self._stack.pop_all()
+
+    def __enter__(self) -> EmbeddingWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
