@@ -421,8 +421,28 @@ def wrap_for_training(model: CLIBDModel, device: torch.device) -> torch.nn.Modul
     _, world = dist_info()
     if world == 1:
         return step
+    # every encoder runs at every step (see batch_loss), so DDP needs the per-step search for unused parameters
+    # (an extra autograd-graph traversal) only if some trainable weight is never used by a forward at all
     return torch.nn.parallel.DistributedDataParallel(
-        step, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+        step, device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=bool(unused_parameters(model)))
+
+
+def unused_parameters(model: CLIBDModel) -> list[str]:
+    """Names of trainable weights that get no gradient from a forward of every encoder (one placeholder input each).
+
+    Runs in eval mode (no batch-norm statistics or dropout state change) and leaves no gradients behind.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        feats = model({m: _placeholder_inputs(model, m) for m in model.modalities})
+        total = sum(f.float().sum() for f in feats.values()) + model.scale()
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        grads = torch.autograd.grad(total, [p for _, p in params], allow_unused=True)
+        return [n for (n, _), g in zip(params, grads) if g is None]
+    finally:
+        model.train(was_training)
 
 
 def rank_slice(order: np.ndarray, n_used: int, rank: int, world: int) -> np.ndarray:
