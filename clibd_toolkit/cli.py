@@ -22,6 +22,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("clibd_toolkit.cli", "embed records with a trained run into one embedding file"),
     "simulate": ("clibd_toolkit.simulator", "write a simulated barcoding survey (the embedded default dataset)"),
     "inspect": ("clibd_toolkit.inspection", "counts, summaries and a record-by-record problem report of a data source"),
+    "evaluate": ("clibd_toolkit.protocol", "the CLIBD evaluation protocol: micro/macro top-k per rank, seen/unseen"),
+    "identify": ("clibd_toolkit.protocol", "name specimens (photos or barcodes) against a reference library"),
+    "cluster": ("clibd_toolkit.cluster", "cluster unseen-species embeddings, scored against species and BINs"),
 }
 
 

@@ -1,0 +1,305 @@
+"""The evaluation and identification jobs: a trained model + data -> the CLIBD protocol's files, or per-specimen
+identifications. Both ``clibd evaluate`` / ``clibd identify`` and the notebooks call these functions.
+
+:func:`evaluate_model`: when the data has no split column, the toolkit's default CLIBD-style split (seeded) is
+applied and the summary says so; when the run recorded its training records, any overlap between them and the
+evaluation queries or keys is counted and reported (an honest evaluation has none).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import ConfigError, DataError
+from .evaluate import EvalConfig, EvalResult, evaluate_embeddings, format_table, write_metrics
+from .schema import RECORD_ID, SPLIT_SEEN_KEYS, SPLIT_TRAIN
+from .store import EmbeddingSet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelEvaluation:
+    """What :func:`evaluate_model` returns."""
+
+    result: EvalResult
+    embeddings: EmbeddingSet
+    summary: dict[str, Any]
+    novelty: dict[str, Any] = field(default_factory=dict)
+
+
+def _training_overlap(records: pd.DataFrame, train_ids: set[str] | None) -> int | None:
+    if train_ids is None:
+        return None
+    return int(records[RECORD_ID].astype(str).isin(train_ids).sum())
+
+
+def evaluate_model(model, records: pd.DataFrame, config: EvalConfig | None = None, *,
+                   split_seed: int = 42, train_ids: set[str] | None = None, novelty: bool = True,
+                   batch_size: int = 64, progress: bool = True) -> ModelEvaluation:
+    """Embed the keys and queries of ``records`` with ``model`` and run the CLIBD protocol.
+
+    Args:
+        model: a :class:`~clibd_toolkit.model.CLIBDModel` (e.g. from :func:`~clibd_toolkit.checkpoint.load_run`).
+        records: the canonical records table; its split column is used, or the default seeded split is applied.
+        config: protocol settings (stage val/test, ks, pairs).
+        split_seed: seed of the default split when the data has none.
+        train_ids: record ids the model was trained on (``RUN/train_records.txt``), to report overlap.
+        novelty: also score novelty detection: calibrated on the seen keys (leave-species-out), then applied to the
+            stage's seen queries (species present) and unseen queries (species absent from the seen keys).
+
+    Returns:
+        A :class:`ModelEvaluation`: the protocol result, the embeddings used, a summary and novelty scores.
+    """
+    from .embed import extract_embeddings
+    from .splits import SplitConfig, ensure_splits, key_mask, query_mask, split_summary
+
+    config = config or EvalConfig()
+    records, applied = ensure_splits(records, SplitConfig(seed=split_seed) if not _has_split(records) else None)
+    keys = key_mask(records)
+    queries = query_mask(records, config.stage, "seen") | query_mask(records, config.stage, "unseen")
+    if not keys.any() or not queries.any():
+        raise DataError(f"the data has {int(keys.sum())} key and {int(queries.sum())} {config.stage} query records; "
+                        "the protocol needs both (check the split column, or use more records per species)")
+    subset = records.loc[keys | queries].reset_index(drop=True)
+    emb = extract_embeddings(model, subset, batch_size=batch_size, progress=progress)
+    result = evaluate_embeddings(emb, config, progress=progress)
+    summary = {
+        "stage": config.stage, "n_records": int(len(records)), "n_keys": int(keys.sum()),
+        "n_queries": int(queries.sum()), "default_split_applied": bool(applied),
+        "split_seed": split_seed if applied else None,
+        "split_summary": split_summary(records).to_dict(orient="records"),
+        "train_overlap_queries": _training_overlap(records.loc[queries], train_ids),
+        "train_overlap_keys": _training_overlap(records.loc[keys], train_ids),
+        "modalities": list(emb.modalities),
+    }
+    if applied:
+        log.warning("the data has no split column: applied the default CLIBD-style split (seed %d)", split_seed)
+    if summary["train_overlap_queries"]:
+        log.warning("%d query records were used in training: the figures are optimistic",
+                    summary["train_overlap_queries"])
+    scores = _novelty_scores(emb, config.stage) if novelty else {}
+    return ModelEvaluation(result, emb, summary, scores)
+
+
+def _has_split(records: pd.DataFrame) -> bool:
+    from .splits import has_splits
+
+    return has_splits(records)
+
+
+def _novelty_scores(emb: EmbeddingSet, stage: str) -> dict[str, Any]:
+    from .identify import calibrate_novelty, evaluate_novelty
+    from .splits import query_mask, train_records_are_keys
+
+    meta = emb.metadata
+    seen_split = SPLIT_TRAIN if train_records_are_keys(meta) else SPLIT_SEEN_KEYS
+    reference = emb.subset((meta["split"] == seen_split).to_numpy())
+    queries = emb.subset(query_mask(meta, stage, "seen") | query_mask(meta, stage, "unseen"))
+    out: dict[str, Any] = {}
+    for modality in ("dna", "image"):
+        if modality not in emb.modalities or not reference.has(modality).any() or not queries.has(modality).any():
+            continue
+        try:
+            calibration = calibrate_novelty(reference, query_modality=modality, key_modality=modality)
+            out[f"{modality}->{modality}"] = evaluate_novelty(queries, reference, calibration)
+        except (DataError, ConfigError) as exc:
+            out[f"{modality}->{modality}"] = {"skipped": str(exc)}
+    return out
+
+
+def write_evaluation(evaluation: ModelEvaluation, out_dir: str | Path, config: dict[str, Any]) -> dict[str, Path]:
+    """Write ``metrics.json``, ``per_taxon.csv``, ``table.txt``, ``summary.json`` (and ``novelty.json``)."""
+    from .io import atomic_write_text
+
+    out = Path(out_dir)
+    paths = write_metrics(evaluation.result, out, config)
+    paths["table"] = out / "table.txt"
+    atomic_write_text(paths["table"], format_table(evaluation.result) + "\n")
+    paths["summary"] = out / "summary.json"
+    atomic_write_text(paths["summary"], json.dumps(evaluation.summary, indent=1, default=str) + "\n")
+    if evaluation.novelty:
+        paths["novelty"] = out / "novelty.json"
+        atomic_write_text(paths["novelty"], json.dumps(evaluation.novelty, indent=1, default=str) + "\n")
+    return paths
+
+
+def read_train_ids(run_dir: str | Path) -> set[str] | None:
+    from .train import TRAIN_IDS_FILE
+
+    path = Path(run_dir) / TRAIN_IDS_FILE
+    if not path.is_file():
+        return None
+    return {line for line in path.read_text().splitlines() if line}
+
+
+# --- clibd evaluate ---------------------------------------------------------------------------------------------
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    from .cli import add_data_arguments
+
+    add_data_arguments(parser)
+    parser.add_argument("--run", required=True, help="training run folder (clibd train --out)")
+    parser.add_argument("--out", required=True, help="output folder: metrics.json, per_taxon.csv, table.txt, ...")
+    parser.add_argument("--checkpoint", default="best", help="best (default), last, or epoch-NNNN")
+    parser.add_argument("--stage", choices=["test", "val"], default="test", help="query sets (default: test)")
+    parser.add_argument("--pairs", default="all", help="'all' or comma-separated QUERY->KEY pairs, e.g. dna->dna")
+    parser.add_argument("--ks", default="1,3,5", help="top-k accuracies to report (default: 1,3,5)")
+    parser.add_argument("--split-seed", type=int, default=42, help="seed of the default split (data without one)")
+    parser.add_argument("--no-novelty", action="store_true", help="skip the novelty-detection scores")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from .checkpoint import load_run, read_run_info
+    from .cli import load_data
+    from .train import resolve_device
+
+    pairs = "all" if args.pairs == "all" else tuple(p.strip() for p in args.pairs.split(",") if p.strip())
+    try:
+        ks = tuple(int(k) for k in args.ks.split(","))
+    except ValueError:
+        raise ConfigError(f"--ks got {args.ks!r}; expected comma-separated integers such as 1,3,5") from None
+    eval_cfg = EvalConfig(stage=args.stage, pairs=pairs, ks=ks)
+    model = load_run(args.run, args.checkpoint, device=str(resolve_device(args.device)))
+    model_cfg, train_cfg, data_info = read_run_info(args.run)
+    records = load_data(args, rejects_path=Path(args.out) / "data-rejects.csv")
+    evaluation = evaluate_model(model, records, eval_cfg, split_seed=args.split_seed,
+                                train_ids=read_train_ids(args.run), novelty=not args.no_novelty,
+                                batch_size=args.batch_size, progress=not args.no_progress)
+    config = {"eval": eval_cfg.to_json_dict(), "model": model_cfg.to_json_dict(), "run": str(args.run),
+              "checkpoint": args.checkpoint, "data": str(args.data), "train_data": data_info,
+              "default_split_applied": evaluation.summary["default_split_applied"],
+              "split_seed": evaluation.summary["split_seed"]}
+    paths = write_evaluation(evaluation, args.out, config)
+    s = evaluation.summary
+    note = (f"no split column in {args.data}: applied the default CLIBD-style split (seed {args.split_seed})"
+            if s["default_split_applied"] else f"splits from {args.data}")
+    overlap = s["train_overlap_queries"]
+    lines = [f"CLIBD protocol, {args.stage} queries ({s['n_queries']}) against all keys ({s['n_keys']}); {note}",
+             "" if not overlap else f"WARNING: {overlap} query records were used in training; figures are optimistic",
+             format_table(evaluation.result),
+             f"wrote {', '.join(str(p) for p in paths.values())}"]
+    sys.stdout.write("\n".join(line for line in lines if line) + "\n")
+    return 0
+
+
+# --- clibd identify ---------------------------------------------------------------------------------------------
+
+
+def load_queries(query: str, *, image_root: str | None = None) -> pd.DataFrame:
+    """Queries for identification: an image file or folder of images, a FASTA file, a raw sequence, or any
+    records file the readers know."""
+    from .records import normalise_records
+    from .readers import read_records
+
+    image_ext = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
+    if len(query) >= 5 and set(query.upper()) <= set("ACGTURYSWKMBDHVN-.\n\r "):
+        return normalise_records(pd.DataFrame({RECORD_ID: ["query"], "dna_barcode": [query]}))
+    path = Path(query)
+    if path.is_dir() and not (path / "records.csv").exists():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in image_ext)
+        if not files:
+            raise DataError(f"query folder {path} holds no images ({', '.join(sorted(image_ext))})")
+        return normalise_records(pd.DataFrame({RECORD_ID: [str(p.relative_to(path)) for p in files],
+                                               "image": [str(p.resolve()) for p in files]}))
+    if path.is_file() and path.suffix.lower() in image_ext:
+        return normalise_records(pd.DataFrame({RECORD_ID: [path.name], "image": [str(path.resolve())]}))
+    if not path.exists():
+        raise DataError(f"query {query!r} is neither an existing file or folder nor a DNA sequence")
+    options = {"image_root": image_root} if image_root else {}
+    return read_records(path, **options).records
+
+
+def identify_records(model, queries: pd.DataFrame, reference: EmbeddingSet | pd.DataFrame, *,
+                     query_modality: str | None = None, key_modality: str | None = None, k: int = 5,
+                     calibration=None, calibrate: bool = True, batch_size: int = 64,
+                     progress: bool = True) -> tuple[pd.DataFrame, Any]:
+    """Identify query records against a reference library (records or an EmbeddingSet).
+
+    The query modality defaults to DNA when the queries have barcodes, else image; the key modality defaults to
+    the query modality. Novelty thresholds come from ``calibration`` or, with ``calibrate``, from a
+    leave-species-out calibration on the reference (see :func:`clibd_toolkit.identify.calibrate_novelty`).
+
+    Returns:
+        (one row per query DataFrame, the NoveltyCalibration used or None)
+    """
+    from .batching import modality_present
+    from .embed import extract_embeddings
+    from .identify import calibrate_novelty, identify
+
+    if query_modality is None:
+        query_modality = "dna" if "dna" in model.modalities and modality_present(queries, "dna").any() else "image"
+    if query_modality not in model.modalities:
+        raise ConfigError(f"the model has no {query_modality!r} encoder; it has {list(model.modalities)}")
+    key_modality = key_modality or query_modality
+    ref = reference if isinstance(reference, EmbeddingSet) else extract_embeddings(
+        model, reference, modalities=[key_modality], batch_size=batch_size, progress=progress)
+    if key_modality not in ref.modalities:
+        raise ConfigError(f"the reference has no {key_modality!r} vectors; it has {list(ref.modalities)}")
+    q = extract_embeddings(model, queries, modalities=[query_modality], batch_size=batch_size, progress=progress)
+    if calibration is None and calibrate:
+        calibration = calibrate_novelty(ref, query_modality=query_modality, key_modality=key_modality)
+    table = identify(q, ref, query_modality=query_modality, key_modality=key_modality, k=min(k, int(ref.has(key_modality).sum())),
+                     novelty=calibration)
+    return table, calibration
+
+
+def add_identify_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, help="training run folder (clibd train --out)")
+    parser.add_argument("--reference", required=True,
+                        help="reference library: a records file (embedded now) or an embedding file (.parquet)")
+    parser.add_argument("--query", required=True,
+                        help="an image file or folder, a FASTA file, a DNA sequence, or a records file")
+    parser.add_argument("--out", required=True, help="CSV to write (one row per query)")
+    parser.add_argument("--query-modality", choices=["dna", "image"], default=None)
+    parser.add_argument("--key-modality", choices=["dna", "image", "text"], default=None)
+    parser.add_argument("-k", "--k", type=int, default=5, help="neighbours listed per query")
+    parser.add_argument("--calibration", default=None, help="a saved novelty calibration JSON (default: calibrate now)")
+    parser.add_argument("--no-novelty", action="store_true", help="no novelty flag / back-off")
+    parser.add_argument("--checkpoint", default="best")
+    parser.add_argument("--image-root", default=None)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run_identify(args: argparse.Namespace) -> int:
+    from .checkpoint import load_run
+    from .identify import NoveltyCalibration
+    from .io import atomic_path
+    from .readers import read_records
+    from .train import resolve_device
+
+    if args.k < 1:
+        raise ConfigError(f"-k got {args.k}; expected an integer >= 1")
+    model = load_run(args.run, args.checkpoint, device=str(resolve_device(args.device)))
+    ref_path = Path(args.reference)
+    reference: Any = (EmbeddingSet.load(ref_path) if ref_path.suffix == ".parquet" and ref_path.is_file()
+                      else read_records(ref_path, **({"image_root": args.image_root} if args.image_root else {})).records)
+    queries = load_queries(args.query, image_root=args.image_root)
+    calibration = NoveltyCalibration.load(args.calibration) if args.calibration else None
+    table, calibration = identify_records(
+        model, queries, reference, query_modality=args.query_modality, key_modality=args.key_modality, k=args.k,
+        calibration=calibration, calibrate=not args.no_novelty, batch_size=args.batch_size,
+        progress=not args.no_progress)
+    with atomic_path(args.out) as tmp:
+        table.to_csv(tmp, index=False)
+    if calibration is not None and not args.calibration:
+        calibration.save(Path(str(args.out) + ".calibration.json"))
+    novel = int(table["novel"].sum()) if "novel" in table else 0
+    sys.stdout.write(json.dumps({"out": str(args.out), "queries": len(table), "flagged_novel": novel,
+                                 "calibration": None if calibration is None else
+                                 (args.calibration or str(args.out) + ".calibration.json")}) + "\n")
+    return 0
