@@ -1,0 +1,594 @@
+"""Validated parameters of the notebooks in ``notebooks/`` (one config class per notebook).
+
+Each notebook has one cell tagged ``parameters`` of typed, commented UPPER_CASE assignments (what
+``papermill --help-notebook`` lists). papermill injects overrides as a cell after it, and only *warns* about names the
+notebook does not declare. So the cell after that calls :func:`from_globals`, which collects every UPPER_CASE global
+of the kernel and builds the notebook's config with :meth:`~clibd_toolkit.config.Config.from_dict`: an unknown name
+(a typo such as ``-p EPOCH 3``) or a value of the wrong type (``-p EPOCHS three``) stops the notebook with a
+:class:`~clibd_toolkit.errors.ConfigError` naming it, the closest valid name and the expected type.
+
+:func:`resolve_inputs` turns the common ``DATA`` / ``RUN`` / ``CHECKPOINT`` / ``EMBEDDINGS`` / ``SMOKE`` parameters into
+records, a model and embeddings, so that analysis notebooks stay one call per step.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Mapping, Sequence
+
+import numpy as np
+
+from .config import Config, parse_modalities
+from .errors import ConfigError
+from .schema import MODALITIES, RANKS, SPLIT
+
+log = logging.getLogger(__name__)
+
+_PARAM_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+#: where the analysis notebooks look for the quickstart's outputs by default (relative to their working folder)
+QUICKSTART_OUTPUT = "quickstart-output"
+
+
+def _check_device(config: Config, name: str = "device") -> None:
+    value = getattr(config, name)
+    config._require(value in ("auto", "cpu", "cuda", "mps") or value.startswith("cuda:"), name,
+                    "auto, cpu, cuda, cuda:N or mps")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotebookConfig(Config):
+    """Parameters every notebook has."""
+
+    kind: ClassVar[str] = "notebook"
+    #: the notebook file this config belongs to (informational)
+    notebook: ClassVar[str] = ""
+
+    output_dir: str = "output"  # folder for this notebook's results (metrics JSON/CSV, figures as HTML)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    seed: int = 0  # every random choice (sampling, UMAP, calibration) derives from it
+    smoke: bool = False  # tiny, fast run (CPU, seconds): a small simulated survey and the tiny preset
+
+    def validate(self) -> None:
+        _check_device(self)
+        self._require(bool(self.output_dir.strip()), "output_dir", "a folder path")
+
+    @property
+    def output_path(self) -> Path:
+        """``output_dir`` as a Path; the folder is created on first use."""
+        path = Path(self.output_dir).expanduser()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def to_parameters(self) -> dict[str, Any]:
+        """The notebook parameters (UPPER_CASE names) of this config, e.g. for ``papermill -p``."""
+        return {k.upper(): (list(v) if isinstance(v, tuple) else v) for k, v in self.to_dict().items()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class _InputsConfig(NotebookConfig):
+    """Notebooks that analyse a trained model's embeddings of a dataset."""
+
+    data: str = f"{QUICKSTART_OUTPUT}/survey"  # records (any format load_records reads) with CLIBD splits
+    run: str = f"{QUICKSTART_OUTPUT}/run"  # training run folder (clibd train --out)
+    checkpoint: str = "best"  # best | last | epoch-NNNN
+    embeddings: str = f"{QUICKSTART_OUTPUT}/embeddings.parquet"  # embeddings of DATA; "" = embed DATA with RUN now
+
+    def validate(self) -> None:
+        super().validate()
+        self._require(bool(self.checkpoint.strip()), "checkpoint", "best, last or epoch-NNNN")
+
+
+# --- one config per notebook ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuickstartNotebookConfig(NotebookConfig):
+    """``01_quickstart.ipynb``: simulate a survey, split, train, embed, evaluate, report."""
+
+    kind: ClassVar[str] = "notebook_quickstart"
+    notebook: ClassVar[str] = "01_quickstart.ipynb"
+
+    output_dir: str = QUICKSTART_OUTPUT
+    data: str = ""  # records to use instead of simulating ("" = the built-in survey simulator)
+    records: int = 2000  # simulated records
+    species: int = 80  # species in the simulated tree (genera, families scale with it)
+    image_size: int = 64  # pixels of simulated images and model input (0 = the preset's own size)
+    preset: str = "cpu"  # model preset: cpu (default; offline pretrained weights), tiny, paper
+    modalities: str = "image,dna,text"  # modalities to align
+    epochs: int = 6
+    batch_size: int = 64
+    lr: float = 1e-3  # peak learning rate (one-cycle)
+    max_steps: int = 0  # stop after this many optimiser steps (0 = no limit)
+
+    def validate(self) -> None:
+        super().validate()
+        self._require(self.records >= 50, "records", "an integer >= 50")
+        self._require(self.species >= 4, "species", "an integer >= 4")
+        self._require(self.image_size == 0 or 32 <= self.image_size <= 256, "image_size", "0 or 32..256")
+        self._require(self.epochs >= 1, "epochs", "an integer >= 1")
+        self._require(self.batch_size >= 2, "batch_size", "an integer >= 2")
+        self._require(self.lr > 0, "lr", "a number > 0")
+        self._require(self.max_steps >= 0, "max_steps", "an integer >= 0")
+        if len(parse_modalities(self.modalities)) < 2:
+            raise ConfigError(f"`QuickstartNotebookConfig.modalities` got {self.modalities!r}; contrastive training "
+                              f"needs two or more of {list(MODALITIES)}")
+
+    def effective(self) -> QuickstartNotebookConfig:
+        """The settings actually used: with ``smoke``, a tiny survey (at most 300 records, 20 species, 32 px), the
+        ``tiny`` preset and at most 4 optimiser steps."""
+        if not self.smoke:
+            return self
+        return self.replace(records=min(self.records, 300), species=min(self.species, 20), image_size=32,
+                            preset="tiny", epochs=1, max_steps=min(self.max_steps or 4, 4), batch_size=32)
+
+    def simulator_config(self):
+        """The survey to simulate: ``species`` species in proportionate genera, families and orders (the
+        simulator's default tree shape), ``image_size`` px images (128 when 0); a smoke survey has evener species
+        abundances, so that its few species still give seen and unseen ones."""
+        from .simulator import SimulatorConfig
+
+        genera = max(2, round(self.species * 0.375))
+        families = max(2, min(genera, round(self.species * 0.15)))
+        return SimulatorConfig(seed=self.seed, records=self.records, species=self.species, genera=genera,
+                               families=families, orders=min(5, families), image_size=self.image_size or 128,
+                               **({"abundance_sigma": 0.3} if self.smoke else {}))
+
+    def model_config(self):
+        """The preset restricted to ``modalities``, with ``image_size`` px input when set."""
+        return _model_config(self.preset, True, self.modalities, self.image_size)
+
+    def train_config(self):
+        from .config import TrainConfig
+
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, max_steps=self.max_steps,
+                           seed=self.seed, device=self.device, progress=False)
+
+
+def _model_config(preset: str, pretrained: bool, modalities: str, image_size: int):
+    from .presets import get_preset
+
+    cfg = get_preset(preset, pretrained=None if pretrained else False).with_modalities(modalities)
+    if image_size and cfg.image is not None:
+        cfg = cfg.replace(image_size=image_size, image_resize=image_size + image_size // 8)
+    return cfg
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainNotebookConfig(NotebookConfig):
+    """``02_train.ipynb``: contrastive training of any preset and modality subset."""
+
+    kind: ClassVar[str] = "notebook_train"
+    notebook: ClassVar[str] = "02_train.ipynb"
+
+    output_dir: str = "train-output"
+    data: str = f"{QUICKSTART_OUTPUT}/survey"  # training records (any format load_records reads)
+    preset: str = "cpu"  # paper | cpu | tiny
+    pretrained: bool = True  # start from the preset's pretrained weights (cpu: offline; paper: hub, internet once)
+    modalities: str = "image,dna,text"  # any subset of two or more
+    finetune: str = ""  # "" = the preset's per-encoder modes; lora | full | frozen for every encoder
+    lora_r: int = 4  # LoRA rank (finetune = lora)
+    lora_alpha: float = 4.0  # LoRA alpha (update scaled by alpha / r; CLIBD: alpha = r)
+    lora_dropout: float = 0.0
+    image_size: int = 0  # model input pixels (0 = the preset's)
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    precision: str = "auto"  # auto (bf16 on GPU) | fp32 | bf16
+    max_steps: int = 0  # stop after this many optimiser steps (0 = no limit)
+    resume: bool = False  # continue the run in OUTPUT_DIR/run from its newest checkpoint
+
+    def validate(self) -> None:
+        super().validate()
+        self._require(self.finetune in ("", "lora", "full", "frozen"), "finetune", "'', lora, full or frozen")
+        self._require(self.precision in ("auto", "fp32", "bf16"), "precision", "auto, fp32 or bf16")
+        self._require(self.image_size == 0 or self.image_size >= 8, "image_size", "0 or an integer >= 8")
+        if len(parse_modalities(self.modalities)) < 2:
+            raise ConfigError(f"`TrainNotebookConfig.modalities` got {self.modalities!r}; contrastive training needs "
+                              f"two or more of {list(MODALITIES)}")
+
+    def effective(self) -> TrainNotebookConfig:
+        """With ``smoke``: the ``tiny`` preset, one epoch of at most 3 steps."""
+        if not self.smoke:
+            return self
+        return self.replace(preset="tiny", pretrained=False, epochs=1, max_steps=min(self.max_steps or 3, 3),
+                            batch_size=min(self.batch_size, 32), image_size=0)
+
+    def data_path(self) -> str:
+        """``data``; under ``smoke`` with the default path absent, the tiny simulated survey."""
+        return _smoke_or(self, self.data, TrainNotebookConfig().data, "data")
+
+    def model_config(self):
+        """Preset + modalities (+ one fine-tuning mode with the LoRA settings for every encoder, + image size)."""
+        from .config import AdapterConfig
+
+        cfg = _model_config(self.preset, self.pretrained, self.modalities, self.image_size)
+        if self.finetune:
+            cfg = cfg.with_adapter(AdapterConfig(mode=self.finetune, r=self.lora_r, alpha=self.lora_alpha,
+                                                 dropout=self.lora_dropout))
+        return cfg
+
+    def train_config(self):
+        from .config import TrainConfig
+
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
+                           precision=self.precision, max_steps=self.max_steps, seed=self.seed, device=self.device,
+                           progress=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluateNotebookConfig(_InputsConfig):
+    """``03_evaluate.ipynb``: the CLIBD protocol, paper table, per-taxon CSV, comparison with an earlier run."""
+
+    kind: ClassVar[str] = "notebook_evaluate"
+    notebook: ClassVar[str] = "03_evaluate.ipynb"
+
+    output_dir: str = "evaluate-output"
+    previous_metrics: str = ""  # metrics.json of an earlier evaluation to compare against ("" = none)
+    stage: Literal["val", "test"] = "test"  # queries: test_seen/test_unseen or val_seen/val_unseen
+    ks: tuple[int, ...] = (1, 3, 5)  # top-k accuracies (papermill: -y "KS: [1, 5]")
+    pairs: str = "all"  # "all" or comma-separated QUERY->KEY pairs, e.g. "dna->dna,image->dna"
+    tolerance: float = 0.005  # changes within this (absolute, 0-1) count as unchanged
+    fail_on_regression: bool = False  # stop with an error (non-zero papermill exit) when any metric regressed
+
+    def validate(self) -> None:
+        super().validate()
+        self._require(self.tolerance >= 0, "tolerance", "a number >= 0")
+
+    def eval_config(self):
+        from .evaluate import EvalConfig
+
+        pairs = "all" if self.pairs.strip() == "all" else tuple(p.strip() for p in self.pairs.split(",") if p.strip())
+        return EvalConfig(stage=self.stage, ks=self.ks, pairs=pairs)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LatentSpaceNotebookConfig(_InputsConfig):
+    """``04_latent_space.ipynb``: images, barcodes and taxonomy text in one UMAP."""
+
+    kind: ClassVar[str] = "notebook_latent_space"
+    notebook: ClassVar[str] = "04_latent_space.ipynb"
+
+    output_dir: str = "latent-space-output"
+    modalities: str = "image,dna,text"  # which points to project
+    color: str = "order"  # colour by: order | family | genus | species | modality | split
+    max_records: int = 20000  # project at most this many records (seeded sample); UMAP time grows with it
+    n_neighbors: int = 15  # UMAP n_neighbors
+    min_dist: float = 0.1  # UMAP min_dist
+    thumbnails: int = 500  # image points with a hover thumbnail (0 = none); each adds ~2 kB to the HTML
+    interactive: bool = True  # also show the ipywidgets explorer (live kernel); headless reports keep the figures
+
+    def validate(self) -> None:
+        super().validate()
+        parse_modalities(self.modalities)
+        self._require(self.color in (*RANKS, "modality", SPLIT), "color",
+                      f"one of {[*RANKS, 'modality', SPLIT]}")
+        self._require(self.max_records >= 10, "max_records", "an integer >= 10")
+        self._require(self.n_neighbors >= 2, "n_neighbors", "an integer >= 2")
+        self._require(0.0 <= self.min_dist <= 1.0, "min_dist", "a number in [0, 1]")
+        self._require(self.thumbnails >= 0, "thumbnails", "an integer >= 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnseenSpeciesNotebookConfig(_InputsConfig):
+    """``05_unseen_species.ipynb``: clustering of unseen species and novelty detection."""
+
+    kind: ClassVar[str] = "notebook_unseen_species"
+    notebook: ClassVar[str] = "05_unseen_species.ipynb"
+
+    output_dir: str = "unseen-species-output"
+    modality: str = "dna"  # embeddings to cluster: dna | image | text
+    method: Literal["agglomerative", "hdbscan"] = "agglomerative"
+    umap_dims: int = 0  # reduce with UMAP to this many dimensions before clustering (0 = raw embeddings)
+    query_modality: str = "dna"  # novelty detection: query embeddings
+    key_modality: str = "dna"  # novelty detection: reference embeddings
+    target_false_novel_rate: float = 0.05  # calibration: share of known species allowed to be flagged novel
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("modality", "query_modality", "key_modality"):
+            self._require(getattr(self, name) in MODALITIES, name, f"one of {list(MODALITIES)}")
+        self._require(self.umap_dims >= 0, "umap_dims", "an integer >= 0")
+        self._require(0 < self.target_false_novel_rate < 1, "target_false_novel_rate", "a number in (0, 1)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PerTaxonNotebookConfig(_InputsConfig):
+    """``06_per_taxon_accuracy.ipynb``: accuracy per taxon as a sunburst/treemap, vs reference size, worst taxa."""
+
+    kind: ClassVar[str] = "notebook_per_taxon"
+    notebook: ClassVar[str] = "06_per_taxon_accuracy.ipynb"
+
+    output_dir: str = "per-taxon-output"
+    pair: str = "image->dna"  # QUERY->KEY modality pair
+    split: Literal["seen", "unseen"] = "unseen"  # which queries
+    stage: Literal["val", "test"] = "test"
+    k: int = 1  # top-k accuracy
+    chart: Literal["sunburst", "treemap"] = "sunburst"  # per-taxon chart
+    rank: str = "species"  # rank of the accuracy-vs-references plot and the worst-taxa table
+    n_worst: int = 25  # rows of the worst-taxa table
+    interactive: bool = True  # also show dropdowns to switch pair/split/chart (live kernel)
+
+    def validate(self) -> None:
+        super().validate()
+        from .evaluate import parse_pair
+
+        parse_pair(self.pair)
+        self._require(self.k >= 1, "k", "an integer >= 1")
+        self._require(self.rank in RANKS, "rank", f"one of {list(RANKS)}")
+        self._require(self.n_worst >= 1, "n_worst", "an integer >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class IdentifyNotebookConfig(_InputsConfig):
+    """``07_identify.ipynb``: name a photo or a barcode against a reference library, with a novelty flag."""
+
+    kind: ClassVar[str] = "notebook_identify"
+    notebook: ClassVar[str] = "07_identify.ipynb"
+
+    output_dir: str = "identify-output"
+    query_image: str = ""  # path of a specimen photo to identify ("" = none)
+    query_barcode: str = ""  # a COI barcode sequence to identify ("" = none)
+    query_records: int = 2  # with neither: this many example queries from DATA (half seen, half unseen species)
+    reference_splits: str = "pretrain,train,seen_keys"  # splits of DATA forming the reference library
+    key_modality: str = "dna"  # reference embeddings searched: dna | image | text
+    k: int = 5  # neighbours shown
+    target_false_novel_rate: float = 0.05  # novelty calibration (leave-species-out on the reference)
+
+    def validate(self) -> None:
+        super().validate()
+        self._require(self.key_modality in MODALITIES, "key_modality", f"one of {list(MODALITIES)}")
+        self._require(self.k >= 1, "k", "an integer >= 1")
+        self._require(self.query_records >= 1, "query_records", "an integer >= 1")
+        self._require(0 < self.target_false_novel_rate < 1, "target_false_novel_rate", "a number in (0, 1)")
+        self._require(bool(self.reference_splits.strip()), "reference_splits", "a comma-separated list of splits")
+
+
+NOTEBOOK_CONFIGS: dict[str, type[NotebookConfig]] = {
+    cls.notebook: cls for cls in (QuickstartNotebookConfig, TrainNotebookConfig, EvaluateNotebookConfig,
+                                  LatentSpaceNotebookConfig, UnseenSpeciesNotebookConfig, PerTaxonNotebookConfig,
+                                  IdentifyNotebookConfig)
+}
+
+
+def from_globals(config_class: type[NotebookConfig], namespace: Mapping[str, Any]) -> NotebookConfig:
+    """Build a notebook's config from its UPPER_CASE globals (the parameters cell plus papermill's injected cell).
+
+    Args:
+        config_class: e.g. :class:`EvaluateNotebookConfig`.
+        namespace: the notebook's ``globals()``; call this before defining any other UPPER_CASE name. Names
+            bound to modules, classes or functions (imports such as ``HTML``) are not parameters and are skipped.
+
+    Raises:
+        ConfigError: an UPPER_CASE name the notebook does not declare (with the closest valid name), or a
+            value of the wrong type or out of range.
+    """
+    params = {name.lower(): value for name, value in namespace.items()
+              if _PARAM_NAME.match(name) and not callable(value) and not isinstance(value, types.ModuleType)}
+    try:
+        return config_class.from_dict(params)
+    except ConfigError as exc:
+        valid = ", ".join(n.upper() for n in config_class.field_names())
+        message = str(exc)
+        for name in config_class.field_names():  # speak in the notebook's parameter names
+            message = message.replace(f".{name}`", f".{name}` (parameter {name.upper()})")
+        raise ConfigError(f"bad parameter for {config_class.notebook or config_class.__name__}: {message}. "
+                          f"Parameters: {valid}") from None
+
+
+# --- turning parameters into inputs -------------------------------------------------------------------------------
+
+
+def _smoke_or(config: NotebookConfig, value: str, default: str, what: str) -> str:
+    """``value``, or under ``smoke`` (when ``value`` is the default and does not exist) the tiny smoke input."""
+    if config.smoke and value == default and not Path(value).expanduser().exists():
+        from .demo import make_smoke_inputs
+
+        return str(make_smoke_inputs(config.output_path / "smoke-inputs", seed=config.seed)[what])
+    return value
+
+
+def fresh_folder(path: str | Path, *, marker: str = "run.json") -> Path:
+    """Make ``path`` an empty folder for a notebook's own output, removing a previous output of the same kind
+    (recognised by ``marker``) so that the notebook can be re-run. Anything else in the way is an error.
+
+    Raises:
+        ConfigError: ``path`` exists, is not empty and does not hold ``marker``.
+    """
+    import shutil
+
+    path = Path(path).expanduser()
+    occupied = path.is_file() or (path.is_dir() and any(path.iterdir()))
+    if occupied:
+        if not (path / marker).is_file():
+            raise ConfigError(f"{path} exists and is not a previous output of this notebook (no {marker}); choose "
+                              "another OUTPUT_DIR or remove it")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass
+class NotebookInputs:
+    """What an analysis notebook works on (see :func:`resolve_inputs`)."""
+
+    records: Any  # pandas DataFrame: canonical records with splits
+    embeddings: Any  # EmbeddingSet of the records
+    model: Any = None  # CLIBDModel (None when embeddings were loaded and no model was asked for)
+    split_applied: bool = False  # True when DATA had no split column and the default CLIBD split was assigned
+    sources: dict[str, str] | None = None  # where each input came from
+
+
+def resolve_inputs(config: _InputsConfig, *, need_model: bool = False, progress: bool = True) -> NotebookInputs:
+    """Load the records, the model and the embeddings that an analysis notebook's parameters point at.
+
+    - ``SMOKE=True`` with the quickstart's default paths absent: a tiny simulated survey and a briefly trained
+      ``tiny`` model are made once in ``OUTPUT_DIR/smoke-inputs`` (:func:`clibd_toolkit.demo.make_smoke_inputs`).
+    - ``DATA`` without a split column gets the default CLIBD split (seeded with ``SEED``) and ``split_applied``.
+    - ``EMBEDDINGS`` (a file) is loaded and checked to hold exactly DATA's records; when it is ``""`` or missing,
+      DATA is embedded with the ``RUN``/``CHECKPOINT`` model (and written to ``OUTPUT_DIR/embeddings.parquet``).
+
+    Raises:
+        ConfigError: a path that does not exist (with the parameter to fix).
+        DataError: embeddings that do not match the records.
+    """
+    from .checkpoint import load_run
+    from .embed import extract_embeddings
+    from .errors import DataError
+    from .records import load_records
+    from .schema import RECORD_ID
+    from .splits import SplitConfig, ensure_splits
+    from .store import EmbeddingSet
+    from .train import resolve_device
+
+    defaults = _InputsConfig()
+    data = _smoke_or(config, config.data, defaults.data, "data")
+    run = _smoke_or(config, config.run, defaults.run, "run")
+    embeddings = _smoke_or(config, config.embeddings, defaults.embeddings, "embeddings")
+    if not Path(data).expanduser().exists():
+        raise ConfigError(f"DATA {data!r} does not exist; run 01_quickstart first (it writes {defaults.data}), pass "
+                          "-p DATA PATH, or -p SMOKE True for a tiny self-made example")
+    records = load_records(data)
+    records, applied = ensure_splits(records, SplitConfig(seed=config.seed))
+    if applied:
+        log.warning("DATA %s has no split column: the default CLIBD split (seed %d) was assigned", data, config.seed)
+    sources = {"data": str(data)}
+    model = None
+    if need_model or not (embeddings and Path(embeddings).expanduser().is_file()):
+        if not Path(run).expanduser().is_dir():
+            raise ConfigError(f"RUN {run!r} is not a training run folder; run 01_quickstart or 02_train first, or "
+                              "pass -p RUN FOLDER")
+        model = load_run(run, config.checkpoint, device=str(resolve_device(config.device)))
+        sources["run"] = f"{run} ({config.checkpoint})"
+    if embeddings and Path(embeddings).expanduser().is_file():
+        emb = EmbeddingSet.load(embeddings)
+        if list(map(str, emb.metadata[RECORD_ID])) != list(map(str, records[RECORD_ID])):
+            raise DataError(f"EMBEDDINGS {embeddings} do not hold exactly the records of DATA {data} in the same "
+                            "order; pass the embeddings made from this DATA, or -p EMBEDDINGS '' to embed it now")
+        if applied:  # the embeddings file carries the splits of the records it was made from
+            emb.metadata[SPLIT] = records[SPLIT].to_numpy()
+        sources["embeddings"] = str(embeddings)
+    else:
+        emb = extract_embeddings(model, records, progress=progress)
+        path = config.output_path / "embeddings.parquet"
+        config.output_path.mkdir(parents=True, exist_ok=True)
+        emb.save(path)
+        sources["embeddings"] = f"{path} (embedded now with {run})"
+    return NotebookInputs(records=records, embeddings=emb, model=model, split_applied=applied, sources=sources)
+
+
+# --- notebook steps -------------------------------------------------------------------------------------------
+
+
+def split_reference(embeddings, reference_splits: str | Sequence[str], query_splits: str | Sequence[str]):
+    """Divide embeddings into a reference library and queries by split name.
+
+    E.g. ``split_reference(emb, "pretrain,train,seen_keys", "test_seen,test_unseen")``: a library of the seen
+    species only, so that the unseen-species queries are truly novel to it (the novelty-detection setting).
+
+    Returns:
+        ``(reference, queries)`` EmbeddingSets; the reference keeps only records with a species label.
+
+    Raises:
+        ConfigError: an unknown split name. DataError: an empty reference or query set.
+    """
+    from .errors import DataError
+    from .schema import SPLITS
+
+    def names(value: str | Sequence[str]) -> list[str]:
+        items = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
+        bad = [v for v in items if v not in SPLITS]
+        if bad:
+            raise ConfigError(f"unknown split(s) {bad}; expected names from {list(SPLITS)}")
+        return items
+
+    meta = embeddings.metadata
+    ref = (meta[SPLIT].isin(names(reference_splits)) & meta["species"].notna()).to_numpy(dtype=bool)
+    qry = meta[SPLIT].isin(names(query_splits)).to_numpy(dtype=bool)
+    if not ref.any() or not qry.any():
+        raise DataError(f"the reference ({int(ref.sum())} labelled records in {reference_splits}) or the queries "
+                        f"({int(qry.sum())} records in {query_splits}) are empty; check the splits of the data")
+    return embeddings.subset(ref), embeddings.subset(qry)
+
+
+def is_novel(queries, reference) -> Any:
+    """(n,) bool: each query's species is absent from the reference library (unlabelled queries: False)."""
+    known = set(reference.metadata["species"].dropna())
+    species = queries.metadata["species"]
+    return (species.notna() & ~species.isin(known)).to_numpy(dtype=bool)
+
+
+def query_records(config: IdentifyNotebookConfig, records) -> Any:
+    """The records to identify: the photo ``query_image`` and/or the sequence ``query_barcode`` as new records
+    (ids ``query-image`` / ``query-barcode``), or, when neither is given, ``query_records`` example test queries
+    of the data, alternating seen and unseen species (their labels kept, to compare with the answer).
+
+    Raises:
+        ConfigError: a ``query_image`` path that does not exist.
+        DataError: a barcode that is not a DNA sequence, or no test query records to take examples from.
+    """
+    import pandas as pd
+
+    from .errors import DataError
+    from .records import normalise_records
+    from .schema import DNA, IMAGE, RECORD_ID, SPLIT_TEST_SEEN, SPLIT_TEST_UNSEEN
+
+    rows = []
+    if config.query_image:
+        path = Path(config.query_image).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"QUERY_IMAGE {config.query_image!r} is not a file")
+        rows.append({RECORD_ID: "query-image", IMAGE: str(path.resolve())})
+    if config.query_barcode:
+        rows.append({RECORD_ID: "query-barcode", DNA: config.query_barcode})
+    if rows:
+        return normalise_records(pd.DataFrame(rows), source="notebook query")
+    picks = []
+    pools = [records.index[(records[SPLIT] == s).to_numpy() & records[IMAGE].notna().to_numpy()
+                           & records[DNA].notna().to_numpy()] for s in (SPLIT_TEST_SEEN, SPLIT_TEST_UNSEEN)]
+    rng = np.random.default_rng(config.seed)
+    pools = [list(rng.permutation(p)) for p in pools]
+    while len(picks) < config.query_records and any(pools):
+        for pool in pools:
+            if pool and len(picks) < config.query_records:
+                picks.append(pool.pop(0))
+    if not picks:
+        raise DataError("DATA has no test_seen/test_unseen record with both an image and a barcode to use as an "
+                        "example query; pass -p QUERY_IMAGE PATH or -p QUERY_BARCODE SEQUENCE")
+    return records.loc[picks].reset_index(drop=True)
+
+
+def identify_queries(queries, reference, *, key_modality: str, k: int = 5, target_false_novel_rate: float = 0.05,
+                     seed: int = 0) -> Any:
+    """Identify every query against the reference with a calibrated novelty flag, through each query modality it
+    has: a photo through ``image``, a barcode through ``dna`` (one row per query and modality).
+
+    Returns:
+        :func:`clibd_toolkit.identify.identify` rows plus ``query_modality``, ``key_modality`` and the species
+        threshold ``novelty_threshold``.
+    """
+    import pandas as pd
+
+    from .identify import calibrate_novelty, identify
+
+    tables = []
+    for modality in ("image", "dna"):
+        if modality not in queries.modalities or not queries.has(modality).any():
+            continue
+        calibration = calibrate_novelty(reference, query_modality=modality, key_modality=key_modality,
+                                        target_false_novel_rate=target_false_novel_rate, seed=seed)
+        sub = queries.subset(queries.has(modality))
+        table = identify(sub, reference, query_modality=modality, key_modality=key_modality, k=k,
+                         novelty=calibration)
+        table.insert(1, "query_modality", modality)
+        table.insert(2, "key_modality", key_modality)
+        table["novelty_threshold"] = calibration.thresholds["species"]
+        tables.append(table)
+    if not tables:
+        from .errors import DataError
+
+        raise DataError("no query has an image or a barcode embedding to identify")
+    return pd.concat(tables, ignore_index=True)

@@ -1,0 +1,509 @@
+"""Headless notebook runs and HTML reports: execute with papermill, export with nbconvert, nothing fetched online.
+
+- :func:`execute_notebook` runs a notebook with parameters (papermill, kernel ``python3`` by default). Unknown
+  parameters are refused before any cell runs (papermill itself only warns); a failing cell raises a
+  :class:`~clibd_toolkit.errors.ClibdError` naming the cell, while the executed notebook is still written with the
+  failing cell marked (a CI artifact).
+- :func:`export_html` writes the executed notebook as one self-contained HTML file: plotly figures are included
+  with plotly.js embedded once (the notebooks use :func:`clibd_toolkit.viz.use_offline_renderer`), and the page
+  loads nothing from a CDN (no require.js, MathJax, mermaid or widget manager). Interactive widget outputs, which
+  need a live kernel, become a short note; the static figures next to them carry the content.
+- :func:`chance_accuracy` gives the accuracy that random retrieval would reach, in the layout of the evaluation
+  rows, so that reports can show how far above chance a model is.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from .errors import ClibdError, ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KERNEL = "python3"
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+WIDGET_NOTE = ('<div class="clibd-widget-note" style="padding:6px 10px;border-left:4px solid #999;'
+               'background:#f5f5f5;color:#444;font-size:90%">Interactive control (ipywidgets): it needs a live '
+               "kernel. Open the notebook in JupyterLab to use it; the figures in this report show the same "
+               "data.</div>")
+
+# An nbconvert template without any network dependency: the lab template minus require.js, MathJax, mermaid and
+# the widget manager (all loaded from CDNs by default).
+_OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{% block jupyter_widgets %}{% endblock jupyter_widgets %}
+"""
+
+
+# --- running notebooks --------------------------------------------------------------------------------------------
+
+
+def notebook_parameters(notebook: str | Path) -> dict[str, dict[str, Any]]:
+    """The parameters a notebook declares (name -> papermill's inferred type, default and help)."""
+    import papermill as pm
+
+    return dict(pm.inspect_notebook(str(notebook)))
+
+
+def execute_notebook(notebook: str | Path, output: str | Path, parameters: Mapping[str, Any] | None = None, *,
+                     kernel_name: str = DEFAULT_KERNEL, cwd: str | Path | None = None,
+                     execution_timeout: int | None = None, progress: bool = False) -> Path:
+    """Execute ``notebook`` with ``parameters`` and write the executed copy to ``output`` (papermill).
+
+    Args:
+        notebook: the .ipynb to run (it must have a cell tagged ``parameters``).
+        output: where the executed notebook goes (folders are created).
+        parameters: NAME -> value; every NAME must be declared in the notebook's parameters cell.
+        kernel_name: Jupyter kernel (``python3`` = ipykernel of this environment).
+        cwd: working folder of the kernel (default: the caller's).
+        execution_timeout: seconds allowed per cell (None = no limit).
+        progress: papermill's progress bar.
+
+    Returns:
+        ``output``.
+
+    Raises:
+        ConfigError: a parameter the notebook does not declare (before anything runs).
+        ClibdError: a cell failed; the message names the cell and error, and ``output`` holds the executed
+            notebook up to the failing cell.
+    """
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    notebook, output = Path(notebook), Path(output)
+    if not notebook.is_file():
+        raise ConfigError(f"notebook {notebook} does not exist")
+    declared = notebook_parameters(notebook)
+    unknown = [name for name in (parameters or {}) if name not in declared]
+    if unknown:
+        import difflib
+
+        hints = {u: difflib.get_close_matches(u, list(declared), n=1) for u in unknown}
+        said = ", ".join(f"{u!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for u, h in hints.items())
+        raise ConfigError(f"{notebook.name} has no parameter {said}; it declares {', '.join(declared)}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        pm.execute_notebook(str(notebook), str(output), parameters=dict(parameters or {}), kernel_name=kernel_name,
+                            cwd=str(cwd) if cwd is not None else None, execution_timeout=execution_timeout,
+                            progress_bar=progress, log_output=False, request_save_on_cell_execute=False)
+    except PapermillExecutionError as exc:
+        evalue = " ".join(str(exc.evalue).split())
+        raise ClibdError(f"{notebook.name} failed in cell {exc.exec_count} ({exc.ename}: {evalue}); the executed "
+                         f"notebook with the failing cell marked is {output}") from None
+    return output
+
+
+# --- HTML export --------------------------------------------------------------------------------------------------
+
+
+def _strip_widgets(nb) -> int:
+    """Replace widget-view outputs with a static note and drop saved widget state; returns how many were replaced."""
+    replaced = 0
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data")
+            if data and WIDGET_MIME in data:
+                data.pop(WIDGET_MIME)
+                data.pop("text/plain", None)
+                data["text/html"] = WIDGET_NOTE
+                replaced += 1
+    return replaced
+
+
+def export_html(notebook: str | Path, html_path: str | Path, *, hide_input: bool = False,
+                title: str | None = None) -> Path:
+    """Export an executed notebook as one offline HTML file (see the module docstring).
+
+    Args:
+        notebook: the executed .ipynb.
+        html_path: the .html to write.
+        hide_input: leave the code cells out (a report for readers who do not need the code).
+        title: page title (default: the notebook's file name).
+
+    Returns:
+        ``html_path``.
+    """
+    import jinja2
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    from .io import atomic_write_text
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    _strip_widgets(nb)
+    if title:
+        nb.metadata["title"] = title
+    exporter = HTMLExporter(template_name="lab", extra_loaders=[jinja2.DictLoader({"clibd_offline.j2": _OFFLINE_TEMPLATE})],
+                            template_file="clibd_offline.j2", exclude_input=hide_input,
+                            exclude_input_prompt=hide_input, exclude_output_prompt=hide_input)
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": Path(notebook).stem}})
+    html_path = Path(html_path)
+    atomic_write_text(html_path, body)
+    return html_path
+
+
+def run_and_export(notebook: str | Path, out_dir: str | Path, parameters: Mapping[str, Any] | None = None, *,
+                   name: str | None = None, kernel_name: str = DEFAULT_KERNEL, cwd: str | Path | None = None,
+                   execution_timeout: int | None = None, hide_input: bool = False) -> dict[str, Any]:
+    """Execute a notebook into ``out_dir/notebooks/NAME.ipynb`` and export ``out_dir/reports/NAME.html``.
+
+    The HTML is written even when a cell fails (then showing the error), and the error is raised afterwards.
+
+    Returns:
+        ``{"name", "notebook", "html", "seconds"}``.
+    """
+    notebook = Path(notebook)
+    name = name or notebook.stem
+    out_dir = Path(out_dir)
+    executed = out_dir / "notebooks" / f"{name}.ipynb"
+    html_path = out_dir / "reports" / f"{name}.html"
+    start = time.perf_counter()
+    try:
+        execute_notebook(notebook, executed, parameters, kernel_name=kernel_name, cwd=cwd,
+                         execution_timeout=execution_timeout)
+    except ClibdError:
+        if executed.is_file():
+            export_html(executed, html_path, hide_input=hide_input, title=f"{name} (FAILED)")
+        raise
+    export_html(executed, html_path, hide_input=hide_input, title=name)
+    return {"name": name, "notebook": executed, "html": html_path, "seconds": time.perf_counter() - start}
+
+
+# --- checking a report in a real browser -------------------------------------------------------------------------
+
+# Injected first into <head>: records script errors and failed resource loads (capture phase), then, after the
+# page has loaded and plotly has drawn, writes what it found into the DOM for --dump-dom to return.
+_BROWSER_PROBE = """<script>
+window.__clibdErrors = [];
+window.addEventListener('error', function (e) {
+  var where = e.filename || (e.target && (e.target.src || e.target.href)) || '';
+  window.__clibdErrors.push(String(e.message || ('failed to load ' + (e.target && e.target.tagName))) + ' @ ' + where);
+}, true);
+window.addEventListener('unhandledrejection', function (e) { window.__clibdErrors.push('unhandled rejection: ' + e.reason); });
+window.addEventListener('load', function () {
+  setTimeout(function () {
+    var divs = document.querySelectorAll('.plotly-graph-div');
+    var drawn = 0, gl = 0, thumbs = document.querySelectorAll('img.clibd-hover-thumbnail').length;
+    divs.forEach(function (d) {
+      if (d.querySelector('.plot-container svg.main-svg')) { drawn += 1; }
+      if (d.querySelector('canvas')) { gl += 1; }
+    });
+    var out = document.createElement('pre');
+    out.id = 'clibd-browser-check';
+    out.textContent = JSON.stringify({errors: window.__clibdErrors, figures: divs.length, drawn: drawn,
+                                      webgl_figures: gl, hover_thumbnails: thumbs,
+                                      plotly: typeof window.Plotly !== 'undefined'});
+    document.body.appendChild(out);
+  }, %d);
+});
+</script>"""
+
+
+def find_chromium() -> str | None:
+    """Path of a Chromium/Chrome executable on PATH (Debian's ``chromium`` first), or None."""
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def browser_check(html_path: str | Path, *, chromium: str | None = None, settle_ms: int = 3000,
+                  timeout: int = 180) -> dict[str, Any]:
+    """Open an HTML report in headless Chromium with the network blocked, and report what rendered.
+
+    A copy of the page gets a probe script that records script errors and failed loads; Chromium runs the page
+    (``--dump-dom`` with a virtual-time budget) and the probe's findings come back from the DOM.
+
+    Returns:
+        ``{"errors": [...], "figures": n plotly divs, "drawn": n with an SVG plot drawn, "webgl_figures": n with a
+        WebGL canvas, "hover_thumbnails": n thumbnail overlays attached, "plotly": plotly.js loaded}``.
+
+    Raises:
+        ConfigError: no Chromium found (install Debian's ``chromium``).
+        ClibdError: Chromium failed or the probe result is missing.
+    """
+    import re
+    import subprocess
+    import tempfile
+
+    chromium = chromium or find_chromium()
+    if chromium is None:
+        raise ConfigError("no Chromium found on PATH; install it (Debian: apt-get install chromium)")
+    source = Path(html_path).read_text(encoding="utf-8")
+    head = source.find("<head>")
+    if head < 0:
+        raise ClibdError(f"{html_path} has no <head>; not an HTML report")
+    probe = _BROWSER_PROBE % settle_ms
+    with tempfile.TemporaryDirectory(prefix="clibd-browser-") as tmp:
+        page = Path(tmp) / "page.html"
+        page.write_text(source[: head + 6] + probe + source[head + 6:], encoding="utf-8")
+        cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+               "--disable-extensions", "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={tmp}/profile",
+               f"--virtual-time-budget={settle_ms + 20000}", "--dump-dom", page.as_uri()]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise ClibdError(f"Chromium did not finish rendering {html_path} within {timeout} s") from None
+    match = re.search(r'<pre id="clibd-browser-check">(.*?)</pre>', done.stdout, re.S)
+    if not match:
+        raise ClibdError(f"Chromium returned no result for {html_path} (exit {done.returncode}): "
+                         f"{done.stderr.strip()[-500:]}")
+    import html as html_lib
+
+    return json.loads(html_lib.unescape(match.group(1)))
+
+
+# --- chance level -------------------------------------------------------------------------------------------------
+
+
+def _p_hit(n_keys: int, n_class: np.ndarray, k: int) -> np.ndarray:
+    """P(at least one of k keys drawn without replacement from n_keys is of the class), per class size."""
+    miss = np.ones(len(n_class), dtype=np.float64)
+    for i in range(min(k, n_keys)):
+        miss *= np.clip((n_keys - n_class - i) / (n_keys - i), 0.0, 1.0)
+    return 1.0 - miss
+
+
+def chance_accuracy(embeddings, config=None) -> pd.DataFrame:
+    """Expected top-k accuracy of a retrieval that returns keys uniformly at random, for every query/key pair,
+    rank, k and split of the CLIBD protocol (same queries, keys and label rules as
+    :func:`clibd_toolkit.evaluate.evaluate_embeddings`).
+
+    For a query of class c with n_c of the N usable keys in c, the chance of a top-k hit is
+    1 - C(N - n_c, k) / C(N, k); micro averages it over the labelled queries, macro over their classes; the
+    harmonic-mean rows combine seen and unseen as the protocol does.
+
+    Args:
+        embeddings: the EmbeddingSet that was evaluated.
+        config: the :class:`~clibd_toolkit.evaluate.EvalConfig` used (default ``EvalConfig()``).
+
+    Returns:
+        DataFrame with the columns of ``EvalResult.rows`` (query, key, split, rank, k, micro, macro, n).
+    """
+    from .evaluate import GROUPS, HARMONIC_MEAN, ROW_COLUMNS, EvalConfig, harmonic_mean
+    from .splits import key_mask, query_mask
+
+    config = config or EvalConfig()
+    meta = embeddings.metadata
+    keys = key_mask(meta)
+    rows = []
+    for q_mod, k_mod in config.modality_pairs(embeddings.modalities):
+        key_rows = np.flatnonzero(keys & embeddings.has(k_mod))
+        for group in GROUPS:
+            q_rows = np.flatnonzero(query_mask(meta, config.stage, group) & embeddings.has(q_mod))
+            if len(q_rows) == 0 or len(key_rows) == 0:
+                continue
+            for rank in config.ranks:
+                q_labels = meta[rank].iloc[q_rows].dropna().astype(str)
+                counts = meta[rank].iloc[key_rows].dropna().astype(str).value_counts()
+                classes = q_labels.value_counts()
+                n_class = counts.reindex(classes.index).fillna(0).to_numpy(dtype=np.float64)
+                for k in config.ks:
+                    p = _p_hit(len(key_rows), n_class, k)
+                    n = int(classes.sum())
+                    micro = float((p * classes.to_numpy()).sum() / n) if n else math.nan
+                    macro = float(p.mean()) if n else math.nan
+                    rows.append((q_mod, k_mod, group, rank, k, micro, macro, n))
+    out = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
+    seen = out[out["split"] == "seen"].set_index(["query", "key", "rank", "k"])
+    unseen = out[out["split"] == "unseen"].set_index(["query", "key", "rank", "k"])
+    seen, unseen = seen.align(unseen, join="inner")
+    if len(seen):
+        hm = pd.DataFrame({"split": HARMONIC_MEAN,
+                           "micro": [harmonic_mean(s, u) for s, u in zip(seen["micro"], unseen["micro"])],
+                           "macro": [harmonic_mean(s, u) for s, u in zip(seen["macro"], unseen["macro"])],
+                           "n": (seen["n"] + unseen["n"]).astype(int)}, index=seen.index).reset_index()
+        out = pd.concat([out, hm[list(ROW_COLUMNS)]], ignore_index=True)
+    return out
+
+
+def compare_with_chance(rows: pd.DataFrame, chance: pd.DataFrame, *, k: int = 1, metric: str = "macro",
+                        splits: tuple[str, ...] = ("seen", "unseen")) -> pd.DataFrame:
+    """Achieved vs chance accuracy side by side: one row per (query, key, rank, split) with ``achieved``,
+    ``chance`` and ``times_chance`` (achieved / chance), for top-``k`` ``metric``."""
+    if metric not in ("micro", "macro"):
+        raise ConfigError(f"metric {metric!r} is not 'micro' or 'macro'")
+    cols = ["query", "key", "split", "rank"]
+    a = rows[(rows["k"] == k) & rows["split"].isin(splits)][cols + [metric]].rename(columns={metric: "achieved"})
+    c = chance[(chance["k"] == k) & chance["split"].isin(splits)][cols + [metric]].rename(columns={metric: "chance"})
+    out = a.merge(c, on=cols, how="left")
+    out["times_chance"] = out["achieved"] / out["chance"].where(out["chance"] > 0)
+    return out.reset_index(drop=True)
+
+
+def write_json(obj: Any, path: str | Path) -> Path:
+    """Write ``obj`` as indented JSON, atomically (NaN -> null); returns the path."""
+    from .io import atomic_write_text
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        if isinstance(value, dict):
+            return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        if isinstance(value, np.generic):
+            return clean(value.item())
+        return value
+
+    path = Path(path)
+    atomic_write_text(path, json.dumps(clean(obj), indent=1, default=str) + "\n")
+    return path
+
+
+def learning_summary(rows: pd.DataFrame, chance: pd.DataFrame, *, rank: str = "species", k: int = 1,
+                     metric: str = "macro", split: str = "seen",
+                     pairs: tuple[str, ...] = ("image->dna", "dna->image", "image->text", "dna->text")) -> dict[str, Any]:
+    """Does the model show real learning? Cross-modal top-``k`` accuracy at ``rank`` next to chance.
+
+    Returns:
+        ``{"rank", "k", "metric", "split", "pairs": {pair: {"achieved", "chance", "times_chance"}}, "headline"}``
+        where ``headline`` is one sentence such as "species top-1 macro accuracy, seen test queries: image->dna
+        41.2% (chance 1.9%), ...". Pairs the model lacks are left out.
+    """
+    table = compare_with_chance(rows, chance, k=k, metric=metric, splits=(split,))
+    table = table[table["rank"] == rank]
+    found: dict[str, dict[str, float | None]] = {}
+    for r in table.itertuples(index=False):
+        pair = f"{r.query}->{r.key}"
+        if pair in pairs:
+            found[pair] = {"achieved": _num(r.achieved), "chance": _num(r.chance), "times_chance": _num(r.times_chance)}
+    parts = [f"{p} {100 * v['achieved']:.1f}% (chance {100 * v['chance']:.1f}%)" for p, v in found.items()
+             if v["achieved"] is not None and v["chance"] is not None]
+    headline = (f"{rank} top-{k} {metric} accuracy, {split} test queries: " + ", ".join(parts)) if parts else \
+        "no cross-modal pair was evaluated"
+    return {"rank": rank, "k": k, "metric": metric, "split": split, "pairs": found, "headline": headline}
+
+
+def _num(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(v) else v
+
+
+def write_learning_summary(rows: pd.DataFrame, chance: pd.DataFrame, out_dir: str | Path, **options: Any) -> dict[str, Any]:
+    """Write ``vs_chance.csv`` (every pair, rank and split, top-1 macro) and ``learning.json``
+    (:func:`learning_summary`) into ``out_dir``; returns the summary."""
+    from .io import atomic_path, atomic_write_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = learning_summary(rows, chance, **options)
+    with atomic_path(out / "vs_chance.csv") as tmp:
+        compare_with_chance(rows, chance, k=summary["k"], metric=summary["metric"]).to_csv(tmp, index=False)
+    atomic_write_text(out / "learning.json", json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def compare_with_previous(result, previous_metrics: str | Path, out_dir: str | Path, *,
+                          tolerance: float = 0.0) -> pd.DataFrame | None:
+    """Compare an evaluation with an earlier ``metrics.json`` and write ``comparison.csv`` to ``out_dir``.
+
+    Args:
+        result: the current :class:`~clibd_toolkit.evaluate.EvalResult`.
+        previous_metrics: path of the earlier metrics.json; ``""`` = no comparison (returns None).
+        tolerance: absolute change up to which a metric is unchanged.
+
+    Returns:
+        :func:`clibd_toolkit.evaluate.compare_metrics` rows, or None.
+
+    Raises:
+        ConfigError: ``previous_metrics`` does not exist.
+    """
+    from .evaluate import compare_metrics
+    from .io import atomic_path
+
+    if not str(previous_metrics).strip():
+        return None
+    path = Path(previous_metrics).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"PREVIOUS_METRICS {str(previous_metrics)!r} is not a file; give the metrics.json of an "
+                          "earlier evaluation, or '' for none")
+    comparison = compare_metrics(result, path, tolerance=tolerance)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "comparison.csv") as tmp:
+        comparison.to_csv(tmp, index=False)
+    return comparison
+
+
+def comparison_counts(comparison: pd.DataFrame | None) -> dict[str, int]:
+    """How many metrics improved, regressed, stayed unchanged, are new or were removed."""
+    if comparison is None:
+        return {}
+    counts = comparison["status"].value_counts()
+    return {s: int(counts.get(s, 0)) for s in ("improved", "regressed", "unchanged", "new", "removed")}
+
+
+def check_regressions(comparison: pd.DataFrame | None, *, fail: bool) -> pd.DataFrame:
+    """The regressed rows of a comparison (empty when there is none). With ``fail=True`` and any regression, raise
+    :class:`~clibd_toolkit.errors.ClibdError` listing them, so that a scheduled papermill run exits non-zero."""
+    if comparison is None:
+        return pd.DataFrame(columns=["query", "key", "split", "rank", "k", "metric", "previous", "current", "delta"])
+    regressed = comparison[comparison["status"] == "regressed"].sort_values("delta")
+    if fail and len(regressed):
+        worst = "; ".join(f"{r.query}->{r.key} {r.split} {r.rank} top-{r.k} {r.metric} {100 * r.previous:.1f}% -> "
+                          f"{100 * r.current:.1f}%" for r in regressed.head(5).itertuples(index=False))
+        raise ClibdError(f"{len(regressed)} metric(s) regressed against the earlier run, e.g. {worst}")
+    return regressed.reset_index(drop=True)
+
+
+# --- CLI: clibd report NOTEBOOK --out DIR -p NAME VALUE ... -------------------------------------------------------
+
+
+def _parse_value(text: str) -> Any:
+    """papermill's ``-p`` typing: True/False/None, int, float, else the string."""
+    if text in ("True", "False"):
+        return text == "True"
+    if text == "None":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``clibd report``."""
+    parser.add_argument("notebook", help="notebook to run, e.g. notebooks/03_evaluate.ipynb")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="folder for notebooks/NAME.ipynb (executed) and reports/NAME.html")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="notebook parameter (typed like papermill -p: True/False/None, int, float, else text)")
+    parser.add_argument("-r", "--raw-parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="notebook parameter kept as text")
+    parser.add_argument("--name", default=None, help="file name stem of the outputs (default: the notebook's)")
+    parser.add_argument("--kernel", default=DEFAULT_KERNEL, help=f"Jupyter kernel (default {DEFAULT_KERNEL})")
+    parser.add_argument("--cell-timeout", type=int, default=None, help="seconds allowed per cell (default: none)")
+    parser.add_argument("--hide-input", action="store_true", help="leave the code out of the HTML report")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """``clibd report``: execute one notebook headless and export its offline HTML report."""
+    params = {name: _parse_value(value) for name, value in args.parameter}
+    params.update({name: value for name, value in args.raw_parameter})
+    result = run_and_export(args.notebook, args.out, params, name=args.name, kernel_name=args.kernel,
+                            execution_timeout=args.cell_timeout, hide_input=args.hide_input)
+    sys.stdout.write(json.dumps({"notebook": str(result["notebook"]), "html": str(result["html"]),
+                                 "seconds": round(result["seconds"], 1)}) + "\n")
+    return 0
