@@ -129,7 +129,12 @@ def load_model_state(folder: Path, model: torch.nn.Module, *, verify: bool = Tru
     if verify and meta.get("model_sha256") != sha256_file(path):
         raise CheckpointError(f"{path} fails its checksum (corrupt or modified); use another checkpoint")
     state = load_tensors(path)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise CheckpointError(
+            f"checkpoint {folder} does not match this model ({str(exc).splitlines()[-1].strip()}); build the model "
+            "from the run's own config (load_run) rather than another preset") from None
     if missing or unexpected:
         raise CheckpointError(
             f"checkpoint {folder} does not match this model ({len(missing)} missing, {len(unexpected)} unexpected "

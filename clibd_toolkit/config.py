@@ -44,6 +44,9 @@ def _check_value(owner: str, name: str, value: Any, hint: Any) -> Any:
         errors = []
         if value is None and type(None) in args:
             return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own, more specific message
+            return _check_value(owner, name, value, options[0])
         for option in args:
             if option is type(None):
                 continue
