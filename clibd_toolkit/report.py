@@ -226,8 +226,9 @@ def browser_check(html_path: str | Path, *, chromium: str | None = None, settle_
                   timeout: int = 180) -> dict[str, Any]:
     """Open an HTML report in headless Chromium with the network blocked, and report what rendered.
 
-    A copy of the page gets a probe script that records script errors and failed loads; Chromium runs the page
-    (``--dump-dom`` with a virtual-time budget) and the probe's findings come back from the DOM.
+    A copy of the page (written next to it for a moment, so relative resources resolve) gets a probe script that
+    records script errors and failed loads; Chromium runs the page (``--dump-dom`` with a virtual-time budget) and
+    the probe's findings come back from the DOM.
 
     Returns:
         ``{"errors": [...], "figures": n plotly divs, "drawn": n with an SVG plot drawn, "webgl_figures": n with a
@@ -240,6 +241,7 @@ def browser_check(html_path: str | Path, *, chromium: str | None = None, settle_
     import re
     import subprocess
     import tempfile
+    import uuid
 
     chromium = chromium or find_chromium()
     if chromium is None:
@@ -249,17 +251,22 @@ def browser_check(html_path: str | Path, *, chromium: str | None = None, settle_
     if head < 0:
         raise ClibdError(f"{html_path} has no <head>; not an HTML report")
     probe = _BROWSER_PROBE % settle_ms
-    with tempfile.TemporaryDirectory(prefix="clibd-browser-") as tmp:
-        page = Path(tmp) / "page.html"
+    # the probed copy sits next to the original, so that relative resources (figures/plotly.min.js) resolve
+    page = Path(html_path).resolve().with_name(f".clibd-browser-check-{uuid.uuid4().hex[:12]}.html")
+    try:
         page.write_text(source[: head + 6] + probe + source[head + 6:], encoding="utf-8")
-        cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-               "--disable-extensions", "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={tmp}/profile",
-               f"--virtual-time-budget={settle_ms + 20000}", "--dump-dom", page.as_uri()]
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise ClibdError(f"Chromium did not finish rendering {html_path} within {timeout} s") from None
+        with tempfile.TemporaryDirectory(prefix="clibd-browser-") as tmp:
+            cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                   "--no-first-run", "--disable-extensions", "--host-resolver-rules=MAP * ~NOTFOUND",
+                   f"--user-data-dir={tmp}/profile", f"--virtual-time-budget={settle_ms + 20000}", "--dump-dom",
+                   page.as_uri()]
+            try:
+                done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise ClibdError(f"Chromium did not finish rendering {html_path} within {timeout} s") from None
+    finally:
+        page.unlink(missing_ok=True)
     match = re.search(r'<pre id="clibd-browser-check">(.*?)</pre>', done.stdout, re.S)
     if not match:
         raise ClibdError(f"Chromium returned no result for {html_path} (exit {done.returncode}): "
