@@ -119,7 +119,7 @@ class EmbeddingSet:
         """This set as a pyarrow Table: string metadata columns, one fixed-size float32 list column per modality."""
         import pyarrow as pa
 
-        columns = {c: pa.array(self.metadata[c].astype("string"), type=pa.string(), from_pandas=True)
+        columns = {c: _compact(pa.array(self.metadata[c].astype("string"), type=pa.string(), from_pandas=True))
                    for c in META_COLUMNS}
         for modality in self.modalities:
             arr = self.vectors[modality]
@@ -158,6 +158,21 @@ class EmbeddingSet:
             if header["sha256"] != actual:
                 raise CheckpointError(f"{path} fails its checksum; the file is corrupt or was modified, re-create it")
         return out
+
+
+#: the writer copies its small incoming tables into one every this many records
+_COMPACT_ROWS = 8192
+
+
+def _compact(array):
+    """``array`` in buffers of its own size: a slice of an Arrow-backed pandas column references the whole column
+    it was cut from (zero-copy), so a writer buffering many small slices would pin every reader chunk."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if array.get_total_buffer_size() <= 2 * array.nbytes + 1024:
+        return array
+    return pc.take(array, pa.array(np.arange(len(array), dtype=np.int64)))
 
 
 # --- reading ---------------------------------------------------------------------------------------------------
@@ -342,7 +357,9 @@ class EmbeddingWriter:
         self._tmp = self._stack.enter_context(atomic_path(self.path))
         self._writer = pq.ParquetWriter(self._tmp, schema)
         self._schema = schema
-        self._buffer: list = []
+        self._buffer: list = []  # compacted tables of about _COMPACT_ROWS rows
+        self._pending: list = []  # the small tables of the latest chunks
+        self._n_pending = 0
         self._buffered = 0
         self._hasher = _Fingerprint(self.dims)
         self.n_records = 0
@@ -358,8 +375,11 @@ class EmbeddingWriter:
         if not len(part):
             return
         self._hasher.update(part)
-        self._buffer.append(part.to_arrow().cast(self._schema.remove_metadata()))
+        self._pending.append(part.to_arrow().cast(self._schema.remove_metadata()))
+        self._n_pending += len(part)
         self._buffered += len(part)
+        if self._n_pending >= _COMPACT_ROWS:
+            self._compact_pending()
         self.n_records += len(part)
         if self._buffered >= self.row_group_rows:
             self._flush(final=False)
@@ -370,12 +390,23 @@ class EmbeddingWriter:
 
         if not self._buffered:
             return
+        self._compact_pending()
         table = pa.concat_tables(self._buffer)
         n_full = len(table) if final else len(table) - len(table) % self.row_group_rows
         if n_full:
             self._writer.write_table(table.slice(0, n_full), row_group_size=self.row_group_rows)
         rest = table.slice(n_full)
         self._buffer, self._buffered = ([rest], len(rest)) if len(rest) else ([], 0)
+
+    def _compact_pending(self) -> None:
+        """Copy the small pending tables into one: thousands of tiny long-lived buffers (a few per batch of a few
+        hundred records) would each pin an allocator page, and the process's memory would grow with the buffer's
+        record count many times faster than the data itself."""
+        import pyarrow as pa
+
+        if self._pending:
+            self._buffer.append(pa.concat_tables(self._pending).combine_chunks())
+            self._pending, self._n_pending = [], 0
 
     def checksum(self) -> str:
         """The checksum of the records written so far."""
