@@ -1,0 +1,196 @@
+"""Training step throughput: samples/s and model FLOP utilisation of the toolkit's contrastive training step.
+
+One step = the forward of every encoder on a batch, the CLIBD contrastive loss (three modality pairs), the
+backward pass and an AdamW update: exactly :func:`clibd_toolkit.train.batch_loss` + backward + ``optimizer.step``
+as :func:`clibd_toolkit.train.train` runs them (bf16 autocast when ``--precision bf16``), with random weights and
+synthetic inputs of the preset's real shapes already on the device (data loading is excluded): images
+(B, 3, S, S), DNA k-mer ids (B, 133), text token ids (B, L).
+
+FLOPs of one step (forward + backward) are counted with ``torch.utils.flop_counter.FlopCounterMode``; MFU =
+counted FLOPs x steps/s / ``--peak-tflops``. The default peak on CUDA is 989 TFLOP/s, the dense bf16 Tensor Core
+peak of the H100 SXM / H200 spec sheets (use the spec of your GPU; e.g. A100: 312). A dense matmul
+(bf16 on CUDA, fp32 on CPU) is also timed in the same process, as the achievable reference.
+
+    python benchmarks/train_throughput.py                                  # cpu preset, CPU
+    python benchmarks/train_throughput.py --preset paper --device cuda --batch-size 256 --steps 200 \\
+        --warmup 20 --precision bf16                                       # one GPU (H100/H200: ~2 min)
+    python benchmarks/train_throughput.py --preset paper --smoke           # CI smoke test: CPU, tiny sizes
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from _common import conditions, emit
+
+DEFAULT_PEAK_TFLOPS = 989.0  # H100 SXM / H200 dense bf16 (spec sheet)
+
+
+class _VocabOnly:
+    """Stands in for the text tokenizer when its vocabulary package is not installed (synthetic ids need none)."""
+
+    vocab_size = 30522  # bert-base-uncased WordPiece, as the paper's bert-small uses
+
+    def __call__(self, texts, max_length):
+        raise RuntimeError("synthetic benchmark inputs do not tokenize text")
+
+
+def build_model(preset: str, device: torch.device, seed: int):
+    from clibd_toolkit.encoders import text as text_encoders
+    from clibd_toolkit.model import CLIBDModel
+    from clibd_toolkit.presets import get_preset
+
+    try:
+        text_encoders.minilm_path()
+    except Exception:  # a bare GPU machine may lack the vocabulary package: same shapes without it
+        text_encoders._uncased_tokenizer = _VocabOnly
+    torch.manual_seed(seed)
+    cfg = get_preset(preset, pretrained=False)
+    return CLIBDModel(cfg).to(device), cfg
+
+
+def synthetic_batch(model, cfg, batch_size: int, device: torch.device, seed: int):
+    from clibd_toolkit.batching import Batch
+
+    g = torch.Generator().manual_seed(seed)
+    inputs = {}
+    if "image" in cfg.modalities:
+        inputs["image"] = torch.rand(batch_size, 3, cfg.image_size, cfg.image_size, generator=g).to(device)
+    if "dna" in cfg.modalities:
+        n_tokens = cfg.dna_max_length // cfg.dna_k + 1
+        ids = torch.randint(3, 3 + 4**cfg.dna_k, (batch_size, n_tokens), generator=g)
+        ids[:, 0] = 2  # the prefix token
+        inputs["dna"] = {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)}
+    if "text" in cfg.modalities:
+        vocab = model.encoders["text"].backbone.config.vocab_size
+        ids = torch.randint(1000, vocab, (batch_size, cfg.text_max_length), generator=g)
+        inputs["text"] = {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)}
+    present = {m: torch.ones(batch_size, dtype=torch.bool) for m in cfg.modalities}
+    return Batch(inputs, present, [str(i) for i in range(batch_size)])
+
+
+def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int, seconds: float = 1.0) -> float:
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(10):
+            a @ b
+        reps += 10
+        _sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="cpu", help="cpu (default), paper, tiny")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 64 (cpu preset), 256 (paper)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 10 on CPU, 200 on CUDA)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 2 CPU, 20 CUDA)")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="auto = bf16 autocast on CUDA, fp32 on CPU (as clibd train)")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help=f"device peak for MFU (default on CUDA: {DEFAULT_PEAK_TFLOPS} = H100/H200 dense bf16)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model first (not what train does)")
+    parser.add_argument("--smoke", action="store_true", help="CPU, batch 2, 1 step: checks the script runs")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.smoke:
+        args.device, args.batch_size, args.steps, args.warmup, args.precision = "cpu", 2, 1, 0, "fp32"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from clibd_toolkit.loss import ContrastiveLoss
+    from clibd_toolkit.train import batch_loss, resolve_device, wrap_for_training
+
+    device = resolve_device(args.device)
+    on_cuda = device.type == "cuda"
+    batch_size = args.batch_size or (256 if args.preset == "paper" else 64)
+    steps = args.steps or (200 if on_cuda else 10)
+    warmup = args.warmup if args.warmup is not None else (20 if on_cuda else 2)
+    bf16 = args.precision == "bf16" or (args.precision == "auto" and on_cuda)
+
+    t_build = time.perf_counter()
+    model, cfg = build_model(args.preset, device, args.seed)
+    build_seconds = time.perf_counter() - t_build
+    model.train()
+    step_module = wrap_for_training(model, device)
+    if args.compile:
+        step_module = torch.compile(step_module)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    loss_fn = ContrastiveLoss()
+    batch = synthetic_batch(model, cfg, batch_size, device, args.seed)
+
+    def step() -> torch.Tensor:
+        loss = batch_loss(step_module, loss_fn, batch, cfg.modalities, device=device, bf16=bf16)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        model.clamp_logit_scale()
+        return loss
+
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    warmup_seconds = time.perf_counter() - t0
+    with FlopCounterMode(display=False) as counter:
+        loss = batch_loss(step_module, loss_fn, batch, cfg.modalities, device=device, bf16=bf16)
+        loss.backward()
+    optimizer.zero_grad(set_to_none=True)
+    flops_per_step = counter.get_total_flops()
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = step()
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    final_loss = float(loss.detach())
+
+    steps_per_s = steps / seconds
+    achieved = flops_per_step * steps_per_s / 1e12
+    ref_dtype = torch.bfloat16 if on_cuda else torch.float32
+    ref_n = 8192 if on_cuda else (512 if args.smoke else 1024)
+    reference = matmul_tflops(device, ref_dtype, ref_n, seconds=2.0 if on_cuda else 0.5)
+    peak = args.peak_tflops if args.peak_tflops else (DEFAULT_PEAK_TFLOPS if on_cuda else None)
+    result = {
+        "benchmark": "train_throughput", "preset": args.preset, "weights": "random", "seed": args.seed,
+        "device": str(device), "gpu": torch.cuda.get_device_name(device) if on_cuda else None,
+        "precision": "bf16 autocast" if bf16 else "fp32", "batch_size": batch_size, "warmup_steps": warmup,
+        "timed_steps": steps, "compiled": args.compile,
+        "inputs": {m: list(v["input_ids"].shape) if isinstance(v, dict) else list(v.shape)
+                   for m, v in batch.inputs.items()},
+        "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+        "samples_per_s": round(batch_size * steps_per_s, 1), "step_ms": round(1000 / steps_per_s, 1),
+        "model_tflop_per_step": round(flops_per_step / 1e12, 3),
+        "model_gflop_per_sample": round(flops_per_step / batch_size / 1e9, 2),
+        "achieved_tflops": round(achieved, 3),
+        "peak_tflops": peak, "mfu": round(achieved / peak, 4) if peak else None,
+        "reference_matmul": f"{'bf16' if on_cuda else 'fp32'} {ref_n}^2 torch.mm",
+        "reference_matmul_tflops": round(reference, 3),
+        "fraction_of_reference_matmul": round(achieved / reference, 4),
+        "final_loss": round(final_loss, 4), "build_seconds": round(build_seconds, 1),
+        "warmup_seconds": round(warmup_seconds, 1), "timed_seconds": round(seconds, 1),
+        "max_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 1) if on_cuda else None,
+        "conditions": conditions(),
+    }
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()
