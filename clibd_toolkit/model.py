@@ -79,6 +79,15 @@ class CLIBDModel(nn.Module):
     def modalities(self) -> tuple[str, ...]:
         return self.config.modalities
 
+    def train(self, mode: bool = True) -> CLIBDModel:
+        """Like ``nn.Module.train``, but frozen backbones stay in eval mode (no dropout, no BatchNorm updates):
+        a frozen encoder is a fixed feature extractor."""
+        super().train(mode)
+        for modality, encoder in self.encoders.items():
+            if self.config.encoder(modality).adapter.mode == "frozen":
+                encoder.backbone.eval()
+        return self
+
     @property
     def device(self) -> torch.device:
         return self.logit_scale.device

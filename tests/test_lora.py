@@ -99,3 +99,24 @@ def test_unknown_target_module_is_a_clear_error():
 
     with pytest.raises(ConfigError, match="do not exist"):
         _model("dna", CASES[0][2], AdapterConfig(mode="lora", target_modules=("qkv",)))
+
+
+def test_frozen_text_encoder_caches_features_and_stays_in_eval_mode():
+    """A frozen backbone is a fixed feature extractor: eval mode under model.train(), features computed once per
+    distinct string (identical to an uncached forward), gradients only in the head."""
+    cfg = ModelConfig(embed_dim=8, dna=CASES[0][2], text=EncoderConfig(arch="tiny_text", adapter=AdapterConfig(
+        mode="frozen")))
+    torch.manual_seed(0)
+    model = CLIBDModel(cfg).train()
+    enc = model.encoders["text"]
+    assert not enc.backbone.training and model.encoders["dna"].backbone.training
+    texts = ["Diptera Muscidae Musca domestica", "Coleoptera Carabidae", "Diptera Muscidae Musca domestica"]
+    inputs = model.preprocess.text(texts)
+    out = model.encode_inputs("text", inputs)
+    assert len(enc._cache) == 2
+    with torch.no_grad():
+        reference = torch.nn.functional.normalize(enc.head(enc._pooled(**inputs)), dim=-1)
+    assert torch.allclose(out, reference, atol=1e-6) and torch.allclose(out[0], out[2])
+    out.sum().backward()
+    assert enc.head.weight.grad is not None
+    assert all(p.grad is None for p in enc.backbone.parameters())

@@ -57,21 +57,49 @@ class TextEncoder(nn.Module):
     input_kind = "text"
     lora_targets = ("query", "value")
 
+    #: pooled features of at most this many distinct token sequences are cached for a frozen backbone
+    CACHE_SIZE = 200_000
+
     def __init__(self, backbone: nn.Module, tokenizer, embed_dim: int, pooling: str):
         super().__init__()
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.head = nn.Linear(backbone.config.hidden_size, embed_dim)
         self.pooling = pooling
+        self._cache: dict[bytes, torch.Tensor] = {}
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def _pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.pooling == "mean":
-            pooled = hidden.mean(dim=1)
-        else:
-            weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
-            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-        return self.head(pooled)
+            return hidden.mean(dim=1)
+        weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+    def _frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.backbone.parameters())
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if not self._frozen():
+            self._cache.clear()
+            return self.head(self._pooled(input_ids, attention_mask))
+        # Frozen backbone (kept in eval mode by CLIBDModel.train): a taxonomy string always gives the same pooled
+        # features, and a survey has few distinct strings, so each is computed once. Only the head trains.
+        keys = [bytes(row.cpu().numpy().tobytes()) + bytes(m.cpu().numpy().tobytes())
+                for row, m in zip(input_ids, attention_mask)]
+        first: dict[bytes, int] = {}
+        for i, k in enumerate(keys):
+            first.setdefault(k, i)
+        todo = [k for k in first if k not in self._cache]
+        if todo:
+            rows = torch.tensor([first[k] for k in todo], device=input_ids.device)
+            with torch.no_grad():
+                pooled = self._pooled(input_ids[rows], attention_mask[rows]).float()
+            if len(self._cache) + len(todo) > self.CACHE_SIZE:
+                self._cache.clear()
+            for k, v in zip(todo, pooled):
+                self._cache[k] = v
+        stacked = torch.stack([self._cache[k] for k in keys]).to(self.head.weight.device)
+        return self.head(stacked.to(self.head.weight.dtype))
 
 
 def _pooling(cfg: EncoderConfig, default: str) -> str:
