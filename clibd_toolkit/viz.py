@@ -192,7 +192,7 @@ def filter_projection(df: pd.DataFrame, **taxa: str | None) -> pd.DataFrame:
     return df.loc[mask].reset_index(drop=True)
 
 
-def plot_latent_space(df: pd.DataFrame, color: str = "order", *, links: bool = True, max_links: int = 5000,
+def plot_latent_space(df: pd.DataFrame, color: str = "order", *, links: bool = True, max_links: int = 300,
                       thumbnails: Mapping[str, str] | None = None, max_legend: int = 40, marker_size: float = 5,
                       title: str | None = None, height: int = 650):
     """Draw a :func:`umap_project` table: one WebGL point per image, barcode and taxonomy string.
@@ -200,7 +200,8 @@ def plot_latent_space(df: pd.DataFrame, color: str = "order", *, links: bool = T
     Colour shows the taxon at ``color`` (a rank, ``"modality"`` or ``"split"``); the symbol shows the modality
     (circle image, diamond DNA, square text); hovering shows the record's taxonomy (and the image thumbnail when
     ``thumbnails`` has one). Thin grey lines join each specimen's image point to its DNA point: short lines mean
-    the two modalities of one specimen landed together, i.e. the space is aligned. With at most ``max_legend``
+    the two modalities of one specimen landed together (contrastive spaces keep a "modality gap", so images and
+    barcodes of a species often form neighbouring islands joined by parallel lines). With at most ``max_legend``
     taxa each taxon is one legend entry (click to hide, double-click to isolate); with more, the legend lists
     the modalities instead.
 
@@ -208,7 +209,7 @@ def plot_latent_space(df: pd.DataFrame, color: str = "order", *, links: bool = T
         df: output of :func:`umap_project` (possibly filtered, see :func:`filter_projection`).
         color: rank (or ``"modality"``/``"split"``) that sets the colour.
         links: draw the image-DNA lines.
-        max_links: draw at most this many lines (the first specimens in table order).
+        max_links: draw at most this many lines (specimens spread evenly over the table).
         thumbnails: record_id -> image data URI (see :func:`image_thumbnails`) for hover previews.
         max_legend: most taxa listed individually in the legend.
 
@@ -268,7 +269,9 @@ def _add_links(fig, df: pd.DataFrame, max_links: int) -> None:
     go = _go()
     image = df[df["modality"] == "image"].drop_duplicates(RECORD_ID).set_index(RECORD_ID)
     dna = df[df["modality"] == "dna"].drop_duplicates(RECORD_ID).set_index(RECORD_ID)
-    both = image.index.intersection(dna.index)[:max_links]
+    both = image.index.intersection(dna.index)
+    if len(both) > max_links:  # an even spread over the table, not just its first specimens
+        both = both[np.linspace(0, len(both) - 1, max_links).round().astype(int)]
     if len(both) == 0:
         return
     xs = np.full(3 * len(both), np.nan, dtype=np.float64)
@@ -276,7 +279,7 @@ def _add_links(fig, df: pd.DataFrame, max_links: int) -> None:
     xs[0::3], xs[1::3] = image.loc[both, "x"].to_numpy(), dna.loc[both, "x"].to_numpy()
     ys[0::3], ys[1::3] = image.loc[both, "y"].to_numpy(), dna.loc[both, "y"].to_numpy()
     fig.add_trace(go.Scattergl(x=xs, y=ys, mode="lines", name=f"image-DNA link ({len(both):,} specimens)",
-                               line=dict(color="rgba(90,90,90,0.25)", width=1), hoverinfo="skip",
+                               line=dict(color="rgba(110,110,110,0.18)", width=1), hoverinfo="skip",
                                connectgaps=False))
 
 
@@ -346,7 +349,10 @@ def plot_loss_curve(history: pd.DataFrame, *, title: str = "Contrastive training
         raise DataError(f"training history lacks columns {missing}; expected epoch, step, loss, lr, logit_scale")
     if history.empty:
         raise DataError("the training history is empty (no optimiser step was taken)")
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.7, 0.3], vertical_spacing=0.06)
+    has_scale = "logit_scale" in history.columns
+    rows = 3 if has_scale else 2
+    fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.05,
+                        row_heights=[0.6, 0.2, 0.2] if has_scale else [0.7, 0.3])
     fig.add_trace(go.Scatter(x=history["step"], y=history["loss"], mode="lines", name="loss (step)",
                              line=dict(color="#9bb7d4", width=1)), row=1, col=1)
     per_epoch = history.groupby("epoch").agg(step=("step", "max"), loss=("loss", "mean")).reset_index()
@@ -356,13 +362,14 @@ def plot_loss_curve(history: pd.DataFrame, *, title: str = "Contrastive training
                   row=1, col=1)
     fig.add_trace(go.Scatter(x=history["step"], y=history["lr"], mode="lines", name="learning rate",
                              line=dict(color="#d62728")), row=2, col=1)
-    if "logit_scale" in history.columns:
-        fig.add_trace(go.Scatter(x=history["step"], y=history["logit_scale"], mode="lines", name="1 / temperature",
-                                 line=dict(color="#2ca02c", dash="dot"), yaxis="y3"), row=2, col=1)
     fig.update_yaxes(title_text="loss", row=1, col=1)
-    fig.update_yaxes(title_text="learning rate", row=2, col=1)
-    fig.update_xaxes(title_text="optimiser step", row=2, col=1)
-    fig.update_layout(title=title, height=520, template="plotly_white", hovermode="x unified")
+    fig.update_yaxes(title_text="learning rate", exponentformat="e", row=2, col=1)
+    if has_scale:
+        fig.add_trace(go.Scatter(x=history["step"], y=history["logit_scale"], mode="lines", name="1 / temperature",
+                                 line=dict(color="#2ca02c")), row=3, col=1)
+        fig.update_yaxes(title_text="1/temperature", row=3, col=1)
+    fig.update_xaxes(title_text="optimiser step", row=rows, col=1)
+    fig.update_layout(title=title, height=560, template="plotly_white", hovermode="x unified")
     return fig
 
 
