@@ -82,6 +82,15 @@ def _palette(n: int) -> list[str]:
     return base + extra
 
 
+def _discrete_colorscale(colours: Sequence[str]) -> list[list]:
+    """A stepwise plotly colour scale: with ``cmin=-0.5, cmax=len(colours)-0.5``, value ``i`` shows ``colours[i]``."""
+    n = len(colours)
+    scale: list[list] = []
+    for i, colour in enumerate(colours):
+        scale += [[i / n, colour], [(i + 1) / n, colour]]
+    return scale
+
+
 def _check_rank(rank: str, *, extra: Sequence[str] = ()) -> None:
     allowed = (*RANKS, *extra)
     if rank not in allowed:
@@ -95,6 +104,11 @@ def _custom(*columns: Any) -> np.ndarray:
     for i, c in enumerate(cols):
         out[:, i] = c
     return out
+
+
+def _labels(values: pd.Series) -> pd.Series:
+    """Vectorised :func:`_label`: strings, with missing values as :data:`UNLABELLED`."""
+    return values.astype(object).where(values.notna(), UNLABELLED).astype(str)
 
 
 def _label(value: Any) -> str:
@@ -220,38 +234,48 @@ def plot_latent_space(df: pd.DataFrame, color: str = "order", *, links: bool = T
     _check_projection(df)
     _check_rank(color, extra=("modality", SPLIT))
     fig = go.Figure()
-    groups = df[color].map(_label) if color != "modality" else df["modality"]
+    groups = _labels(df[color]) if color != "modality" else df["modality"]
     names = groups.value_counts(sort=True).index.tolist()
     if UNLABELLED in names:  # unlabelled last, in grey
         names = [n for n in names if n != UNLABELLED] + [UNLABELLED]
     colours = dict(zip([n for n in names if n != UNLABELLED], _palette(len(names))))
     colours[UNLABELLED] = "#b0b0b0"
-    custom = df[[RECORD_ID, "modality", *RANKS, SPLIT]].astype(object).map(_label).to_numpy()
+    custom = np.column_stack([_labels(df[c]).to_numpy(dtype=object) for c in (RECORD_ID, "modality", *RANKS, SPLIT)])
     hover = ("<b>%{customdata[5]}</b><br>order: %{customdata[2]}<br>family: %{customdata[3]}<br>"
              "genus: %{customdata[4]}<br>species: %{customdata[5]}<br>record: %{customdata[0]}<br>"
              "split: %{customdata[6]}<extra>%{customdata[1]}</extra>")
-    symbols = df["modality"].map(MODALITY_SYMBOLS).to_numpy(dtype=object)
+    x, y = df["x"].to_numpy(np.float32), df["y"].to_numpy(np.float32)
+    modality = df["modality"].to_numpy(dtype=object)
     if links:
         _add_links(fig, df, max_links)
+    # per-point colour strings and symbols are slow to validate (seconds per 100,000 points): each trace holds one
+    # modality (one symbol) and either one taxon (one colour) or numeric colour codes on a discrete colour scale
     if len(names) <= max_legend:
         for name in names:
-            sel = (groups == name).to_numpy()
-            fig.add_trace(go.Scattergl(
-                x=df["x"].to_numpy(np.float32)[sel], y=df["y"].to_numpy(np.float32)[sel], mode="markers", name=name,
-                legendgroup=name, customdata=custom[sel], hovertemplate=hover,
-                marker=dict(color=colours[name], symbol=symbols[sel].tolist(), size=marker_size, opacity=0.8,
-                            line=dict(width=0))))
+            in_group = (groups == name).to_numpy()
+            first = True
+            for mod in MODALITIES:
+                sel = in_group & (modality == mod)
+                if not sel.any():
+                    continue
+                fig.add_trace(go.Scattergl(
+                    x=x[sel], y=y[sel], mode="markers", name=name, legendgroup=name, showlegend=first,
+                    customdata=custom[sel], hovertemplate=hover,
+                    marker=dict(color=colours[name], symbol=MODALITY_SYMBOLS[mod], size=marker_size, opacity=0.8,
+                                line=dict(width=0))))
+                first = False
     else:
-        point_colours = groups.map(colours).to_numpy(dtype=object)
-        for modality in MODALITIES:
-            sel = (df["modality"] == modality).to_numpy()
+        codes = pd.Categorical(groups, categories=names).codes.astype(np.int32)
+        scale = _discrete_colorscale([colours[n] for n in names])
+        for mod in MODALITIES:
+            sel = modality == mod
             if not sel.any():
                 continue
             fig.add_trace(go.Scattergl(
-                x=df["x"].to_numpy(np.float32)[sel], y=df["y"].to_numpy(np.float32)[sel], mode="markers",
-                name=f"{modality} ({len(names)} {color} taxa)", customdata=custom[sel], hovertemplate=hover,
-                marker=dict(color=point_colours[sel].tolist(), symbol=MODALITY_SYMBOLS[modality], size=marker_size,
-                            opacity=0.8, line=dict(width=0))))
+                x=x[sel], y=y[sel], mode="markers", name=f"{mod} ({len(names)} {color} taxa)",
+                customdata=custom[sel], hovertemplate=hover,
+                marker=dict(color=codes[sel], colorscale=scale, cmin=-0.5, cmax=len(names) - 0.5,
+                            symbol=MODALITY_SYMBOLS[mod], size=marker_size, opacity=0.8, line=dict(width=0))))
     counts = df["modality"].value_counts()
     subtitle = ", ".join(f"{counts.get(m, 0):,} {m}" for m in MODALITIES if counts.get(m, 0))
     fig.update_layout(

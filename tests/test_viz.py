@@ -120,14 +120,17 @@ def test_latent_space_traces_points_and_colours(projection):
     markers = _marker_traces(fig)
     assert all(isinstance(t, go.Scattergl) for t in fig.data)  # WebGL throughout
     assert sum(len(t.x) for t in markers) == len(projection)
-    # one legend entry per family, each trace holding exactly that family's points
-    assert sorted(t.name for t in markers) == sorted(projection["family"].unique())
+    # one legend entry per family (its image, DNA and text traces toggle together), each trace holding that
+    # family's points of one modality, drawn with that modality's symbol
+    assert sorted(t.name for t in markers if t.showlegend is not False) == sorted(projection["family"].unique())
+    for family, group in projection.groupby("family"):
+        traces = [t for t in markers if t.name == family]
+        assert sum(len(t.x) for t in traces) == len(group)
+        assert len({t.marker.color for t in traces}) == 1 and {t.legendgroup for t in traces} == {family}
     for t in markers:
-        assert len(t.x) == int((projection["family"] == t.name).sum())
-        assert {row[3] for row in t.customdata} == {t.name}  # customdata: id, modality, order, family, ...
-    # symbols follow the modality of each point
-    symbols = {s for t in markers for s in t.marker.symbol}
-    assert symbols == {viz.MODALITY_SYMBOLS[m] for m in ("image", "dna", "text")}
+        kinds = {row[1] for row in t.customdata}  # customdata: id, modality, order, family, ...
+        assert len(kinds) == 1 and t.marker.symbol == viz.MODALITY_SYMBOLS[kinds.pop()]
+        assert {row[3] for row in t.customdata} == {t.name}
 
 
 def test_latent_space_links_join_image_and_dna_of_the_same_record(projection):
@@ -153,11 +156,20 @@ def test_latent_space_many_taxa_and_unlabelled(projection):
     markers = _marker_traces(fig)
     assert sorted(t.name.split()[0] for t in markers) == ["dna", "image", "text"]
     assert sum(len(t.x) for t in markers) == len(projection)
-    colours = {c for t in markers for c in t.marker.color}
-    assert "#b0b0b0" in colours  # unlabelled points in grey
+    # numeric colour codes on a stepwise scale: every point of one species gets the same colour, unlabelled grey
+    scale = markers[0].marker.colorscale
+    n = len(scale) // 2
+    colour_of = {i: scale[2 * i][1] for i in range(n)}
+    seen: dict[str, str] = {}
+    for t in markers:
+        assert t.marker.cmin == -0.5 and t.marker.cmax == n - 0.5
+        for code, row in zip(t.marker.color, t.customdata):
+            assert seen.setdefault(row[5], colour_of[int(code)]) == colour_of[int(code)]
+    assert seen[viz.UNLABELLED] == "#b0b0b0"
+    assert len(set(seen.values())) == len(seen)  # distinct species, distinct colours
     labelled = viz.plot_latent_space(projection, "species")
-    assert viz.UNLABELLED in [t.name for t in _marker_traces(labelled)]
-    assert [t.name for t in _marker_traces(labelled)][-1] == viz.UNLABELLED  # listed last
+    names = [t.name for t in _marker_traces(labelled) if t.showlegend is not False]
+    assert names[-1] == viz.UNLABELLED  # listed last
 
 
 def test_latent_space_thumbnails_and_errors(projection):
