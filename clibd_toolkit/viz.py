@@ -734,7 +734,8 @@ def plot_novelty_roc(is_novel: Sequence[bool], novelty_score: Sequence[float], *
 
 
 def plot_neighbours(identification: pd.Series | Mapping[str, Any], reference: pd.DataFrame, *,
-                    query_image: Any = None, thumbnail_size: int = 96, title: str | None = None):
+                    query_image: Any = None, queries: pd.DataFrame | None = None, thumbnail_size: int = 96,
+                    title: str | None = None):
     """The nearest references of one identified query, left to right: each with its image (when it has one),
     its taxonomy on hover and under the picture, and its cosine similarity; the query's own image first.
 
@@ -743,6 +744,7 @@ def plot_neighbours(identification: pd.Series | Mapping[str, Any], reference: pd
             ``predicted_*``, ``novel``, ``identified_rank``).
         reference: the reference records (canonical table: record_id, image, ranks), for images and taxonomy.
         query_image: the query's image (path, bytes or PIL image), shown first; None = none.
+        queries: alternatively, the query records: the image of the row's ``record_id`` is shown first.
         thumbnail_size: pixels of the longest side of each picture.
     """
     go = _go()
@@ -751,6 +753,9 @@ def plot_neighbours(identification: pd.Series | Mapping[str, Any], reference: pd
     from .identify import SEPARATOR
 
     row = dict(identification)
+    if query_image is None and queries is not None:
+        match = queries.loc[queries[RECORD_ID].astype(str) == str(row.get(RECORD_ID)), "image"]
+        query_image = match.iloc[0] if len(match) else None
     ids = [] if _missing(row.get("neighbour_ids")) else str(row["neighbour_ids"]).split(SEPARATOR)
     scores = [] if _missing(row.get("neighbour_scores")) else [float(v) for v in str(row["neighbour_scores"]).split(SEPARATOR)]
     if not ids:

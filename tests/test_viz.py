@@ -428,6 +428,9 @@ def test_neighbours_figure_and_table(tmp_path):
     titles = [a.text for a in fig.layout.annotations]
     assert "<b>query</b>" in titles and "#1 sim 0.910" in titles and "#2 sim 0.500" in titles
     assert "NEW species" in fig.layout.title.text and "genus" in fig.layout.title.text
+    via_queries = viz.plot_neighbours(row, reference, queries=pd.DataFrame({"record_id": ["q"],
+                                                                              "image": [str(tmp_path / "r1.png")]}))
+    assert [type(t).__name__ for t in via_queries.data] == kinds
     table = viz.identification_table(row)
     assert list(table["predicted"]) == ["O", "F", "G", "G a"]
     assert list(table["reported"]) == ["O", "F", "G", "-"]
