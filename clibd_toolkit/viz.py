@@ -178,8 +178,10 @@ def umap_project(embeddings, modalities: Sequence[str] | str | None = None, *, s
     vectors = np.concatenate(blocks) if blocks else np.zeros((0, 1), np.float32)
     if len(vectors) < 4:
         raise DataError(f"only {len(vectors)} points to project; UMAP needs at least 4")
+    # PCA initialisation: deterministic, and unlike the spectral default it does not fail (with a warning) on the
+    # tight, disconnected species clusters a trained model produces
     reducer = umap.UMAP(n_components=2, n_neighbors=max(2, min(n_neighbors, len(vectors) - 1)), min_dist=min_dist,
-                        random_state=seed, n_jobs=1, init="spectral" if len(vectors) > 20 else "random")
+                        random_state=seed, n_jobs=1, init="pca" if len(vectors) > 20 else "random")
     xy = reducer.fit_transform(vectors).astype(np.float32)
     out = pd.concat(frames, ignore_index=True)
     out.insert(2, "x", xy[:, 0])
