@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -107,19 +108,30 @@ def execute_notebook(notebook: str | Path, output: str | Path, parameters: Mappi
 # --- HTML export --------------------------------------------------------------------------------------------------
 
 
+_TQDM_TEXT = re.compile(r"\d+%\|")  # tqdm's meter, the text/plain of its notebook progress-bar widget
+
+
 def _strip_widgets(nb) -> int:
-    """Replace widget-view outputs with a static note and drop saved widget state; returns how many were replaced."""
-    replaced = 0
+    """Replace widget-view outputs with a static note (progress bars, which say nothing once finished, are dropped)
+    and drop the saved widget state; returns how many outputs were replaced or dropped."""
+    changed = 0
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
+        kept = []
         for out in cell.get("outputs", []):
             data = out.get("data")
             if data and WIDGET_MIME in data:
+                changed += 1
+                text = data.get("text/plain", "")
+                if _TQDM_TEXT.search("".join(text) if isinstance(text, list) else str(text)):
+                    continue
                 data.pop(WIDGET_MIME)
                 data.pop("text/plain", None)
                 data["text/html"] = WIDGET_NOTE
-                replaced += 1
-    return replaced
+            kept.append(out)
+        if "outputs" in cell:
+            cell["outputs"] = kept
+    return changed
 
 
 def export_html(notebook: str | Path, html_path: str | Path, *, hide_input: bool = False,
@@ -238,7 +250,6 @@ def browser_check(html_path: str | Path, *, chromium: str | None = None, settle_
         ConfigError: no Chromium found (install Debian's ``chromium``).
         ClibdError: Chromium failed or the probe result is missing.
     """
-    import re
     import subprocess
     import tempfile
     import uuid

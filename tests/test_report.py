@@ -138,6 +138,9 @@ def _executed_notebook(tmp_path):
             report.WIDGET_MIME: {"model_id": "abc", "version_major": 2, "version_minor": 0},
             "text/plain": "VBox(children=(...))"})]),
         new_code_cell("print(1)", outputs=[new_output("stream", name="stdout", text="hello report\n")]),
+        new_code_cell("bar", outputs=[new_output("display_data", data={
+            report.WIDGET_MIME: {"model_id": "def", "version_major": 2, "version_minor": 0},
+            "text/plain": "embedding:  40%|####      | 120/300 [00:02<00:03, 55.1rec/s]"})]),
     ])
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -154,7 +157,8 @@ def test_export_html_is_offline(tmp_path):
     external = re.findall(r'<(?:script|link)[^>]+(?:src|href)="(https?:[^"]*)"', text)
     assert external == []  # no require.js, MathJax, mermaid or widget manager from a CDN
     assert "require.min.js" not in text and "html-manager" not in text
-    assert "Interactive control (ipywidgets)" in text and "VBox(children" not in text
+    assert text.count("Interactive control (ipywidgets)") == 1 and "VBox(children" not in text
+    assert "120/300" not in text  # a tqdm progress-bar widget is dropped, not turned into a note
     hidden = report.export_html(_executed_notebook(tmp_path), tmp_path / "hidden.html", hide_input=True).read_text()
     assert "print(1)" not in hidden and "hello report" in hidden
 
