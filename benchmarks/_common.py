@@ -67,3 +67,21 @@ def random_run(workdir: Path, preset: str, modalities: str, seed: int) -> Path:
     write_run_info(run, cfg, TrainConfig(), {"note": "random weights, for benchmarks"})
     save_checkpoint(run, "best", model, trainer_state=None, meta={"epoch": 0})
     return run
+
+
+def flop_counter():
+    """``FlopCounterMode`` with the backward of grouped (depthwise) convolutions counted correctly.
+
+    torch's formula for ``convolution_backward`` ignores ``groups`` and counts a depthwise convolution's gradients
+    as if the convolution were dense (40x too many FLOPs for EfficientNet-Lite0's backward pass); here each
+    requested gradient costs what the forward convolution costs, as for dense convolutions.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
+
+    def conv_backward(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                      _output_padding, _groups, output_mask, out_shape=None, **kwargs) -> int:
+        forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed=transposed)
+        return int(forward * (int(bool(output_mask[0])) + int(bool(output_mask[1]))))
+
+    return FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward})

@@ -22,9 +22,8 @@ import argparse
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
-from _common import conditions, emit
+from _common import conditions, emit, flop_counter
 
 DEFAULT_PEAK_TFLOPS = 989.0  # H100 SXM / H200 dense bf16 (spec sheet)
 
@@ -147,7 +146,7 @@ def main() -> None:
         step()
     _sync(device)
     warmup_seconds = time.perf_counter() - t0
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         loss = batch_loss(step_module, loss_fn, batch, cfg.modalities, device=device, bf16=bf16)
         loss.backward()
     optimizer.zero_grad(set_to_none=True)
@@ -175,6 +174,10 @@ def main() -> None:
         "timed_steps": steps, "compiled": args.compile,
         "inputs": {m: list(v["input_ids"].shape) if isinstance(v, dict) else list(v.shape)
                    for m, v in batch.inputs.items()},
+        "finetune": {m: cfg.encoder(m).adapter.mode for m in cfg.modalities},
+        "note": "frozen text encoders cache features per distinct string (as in training); the same synthetic "
+                "batch every step, so after warm-up only their head runs" if any(
+                    cfg.encoder(m).adapter.mode == "frozen" for m in cfg.modalities) else None,
         "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
         "samples_per_s": round(batch_size * steps_per_s, 1), "step_ms": round(1000 / steps_per_s, 1),
         "model_tflop_per_step": round(flops_per_step / 1e12, 3),
