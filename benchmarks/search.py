@@ -125,7 +125,8 @@ def main() -> None:
         recall10 = float(np.mean([len(set(a) & set(b)) / args.k for a, b in zip(idx, ex_idx)]))
         ivf_rows.append({"nprobe": nprobe, "queries_per_s": round(args.queries / t, 1),
                          "recall_at_1": round(float(np.mean(idx[:, 0] == ex_idx[:, 0])), 4),
-                         "recall_at_10": round(recall10, 4), "speedup_over_exact": round(args.queries / t / exact_qps, 2)})
+                         "recall_at_10": round(recall10, 4),
+                         "speedup_over_exact": round(args.queries / t / exact_qps, 2)})
     best = next((r for r in ivf_rows if r["recall_at_1"] >= 0.99), None)
     emit({
         "benchmark": "search", "keys": args.keys, "dim": args.dim, "queries": args.queries, "k": args.k,

@@ -3,8 +3,8 @@
 Runs the toolkit's own path: :func:`clibd_toolkit.viz.umap_project` (seeded UMAP, PCA initialisation; a seeded
 UMAP runs single-threaded) then :func:`clibd_toolkit.viz.plot_latent_space` (WebGL traces) and
 :func:`clibd_toolkit.viz.figure_html`, written to a file. Numba compiles UMAP's kernels on first use: a warm-up
-UMAP (5,000 points, above UMAP's 4,096-point exact-neighbour cut-off, so the same kernels compile) runs first and is timed separately, so the figures show both the cold (first call in a session) and the
-warm cost.
+UMAP of 5,000 points (above UMAP's 4,096-point exact-neighbour cut-off, so the same kernels compile) runs first
+and is timed separately, so the figures show both the cold (first call in a session) and the warm cost.
 
 Inputs (seeded): ``--points`` DNA embeddings of dimension ``--dim`` (the cpu preset's 256), unit vectors drawn
 around ``--species`` random centres grouped into 5 orders (colour = order).

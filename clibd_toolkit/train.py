@@ -251,9 +251,9 @@ def _train(
     split_applied = has_splits(records)
     train_records = records.loc[train_mask(records)].reset_index(drop=True) if split_applied else records
     if not split_applied:
-        log.warning("the data has no split column: training on all %d records, with no validation (the best checkpoint "
-                    "is the last); assign CLIBD splits (clibd_toolkit.splits.assign_splits) to hold out queries and keys",
-                    len(records))
+        log.warning("the data has no split column: training on all %d records, with no validation (the best "
+                    "checkpoint is the last); assign CLIBD splits (clibd_toolkit.splits.assign_splits) to hold out "
+                    "queries and keys", len(records))
     train_records = check_trainable(train_records, modalities, model_config.dna_k, on_error=on_error, rejects=rejects)
     if len(rejects) and is_main:
         rejects.save(run_dir / "rejects.csv")
