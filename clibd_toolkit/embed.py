@@ -445,7 +445,9 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
     from .cli import add_data_arguments
 
     add_data_arguments(parser, required=False)
-    parser.add_argument("--run", default=None, help="training run folder (clibd train --out); not needed with --merge")
+    parser.add_argument("--run", "--run-dir", dest="run", default=None,
+                        help="training run folder (clibd train --out); not needed with --merge. Under torchrun write "
+                             "--run-dir (torchrun's own parser takes --run for an abbreviation of its --run-path)")
     parser.add_argument("--out", required=True, help="embedding file to write (.parquet)")
     parser.add_argument("--checkpoint", default="best", help="best (default), last, or epoch-NNNN")
     parser.add_argument("--modalities", default=None, help="subset of the model's modalities (default: all)")

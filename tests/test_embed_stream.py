@@ -237,6 +237,10 @@ def test_shard_arguments_are_checked(model, records, tmp_path):
             parse_shard(bad)
     with pytest.raises(ConfigError, match="multiple of batch_size"):
         embed_shard(model, records, tmp_path / "e.parquet", (0, 1), batch_size=BATCH, block_size=40)
+    # under torchrun, --run is taken by torchrun's own parser (an abbreviation of --run-path): --run-dir works
+    parser = argparse.ArgumentParser()
+    add_embed_arguments(parser)
+    assert parser.parse_args(["--out", "e.parquet", "--run-dir", "RUN"]).run == "RUN"
 
 
 # --- the file format --------------------------------------------------------------------------------------------
