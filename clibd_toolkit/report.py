@@ -94,6 +94,14 @@ def execute_notebook(notebook: str | Path, output: str | Path, parameters: Mappi
         said = ", ".join(f"{u!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for u, h in hints.items())
         raise ConfigError(f"{notebook.name} has no parameter {said}; it declares {', '.join(declared)}")
     output.parent.mkdir(parents=True, exist_ok=True)
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec(kernel_name)
+    except NoSuchKernel:
+        raise ConfigError(f"no Jupyter kernel named {kernel_name!r}; install ipykernel in this environment "
+                          "(pip install 'clibd-toolkit[notebooks]') for 'python3', or name an installed kernel "
+                          "(jupyter kernelspec list)") from None
     try:
         pm.execute_notebook(str(notebook), str(output), parameters=dict(parameters or {}), kernel_name=kernel_name,
                             cwd=str(cwd) if cwd is not None else None, execution_timeout=execution_timeout,

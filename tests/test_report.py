@@ -184,6 +184,8 @@ def test_unknown_parameter_is_refused_before_running(tmp_path):
     assert not (tmp_path / "out.ipynb").exists()
     with pytest.raises(ConfigError, match="does not exist"):
         report.execute_notebook(tmp_path / "nope.ipynb", tmp_path / "out.ipynb")
+    with pytest.raises(ConfigError, match="no Jupyter kernel named 'no-such-kernel'"):
+        report.execute_notebook(path, tmp_path / "out.ipynb", kernel_name="no-such-kernel")
 
 
 def test_failing_cell_raises_and_still_writes_both_files(tmp_path):
