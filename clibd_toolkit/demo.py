@@ -173,8 +173,8 @@ def write_index(out: Path, results: list[dict[str, Any]], summary: dict[str, Any
 td,th{{border:1px solid #ccc;padding:3px 8px}}th{{background:#eee}}.fail{{color:#b00}}</style></head><body>
 <h1>clibd_toolkit: the main job on a simulated barcoding survey</h1>
 <p>Images, DNA barcodes and taxonomy text of a simulated survey were aligned in one space by contrastive training,
-then evaluated with the CLIBD protocol (queries vs the pooled keys). Total time {seconds:.0f} s.
-{html.escape(str(learning.get('headline', '')))}</p>
+then evaluated with the CLIBD protocol (queries vs the pooled keys). Total time {seconds:.0f} s.</p>
+<p><b>Cross-modal retrieval:</b> {html.escape(str(learning.get('headline', 'not available')))}.</p>
 {"<p class='fail'>Failed: " + html.escape(", ".join(failures)) + "</p>" if failures else ""}
 <h2>Reports</h2><table><tr><th>report (HTML)</th><th>executed notebook</th><th>status</th><th>time</th></tr>
 {''.join(rows)}</table>
