@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import papermill as pm
 import pytest
 
+import _notebook_runs as runs
 from clibd_toolkit import demo
 from clibd_toolkit.errors import ConfigError
 
@@ -51,16 +53,21 @@ def test_smoke_inputs_are_made_once(tmp_path):
 
 @pytest.mark.notebooks
 def test_demo_smoke_run_writes_one_report_folder(tmp_path, capsys):
+    """The main job's wiring, on the quickstart output the notebook tests already made (copied in place), running
+    the evaluation notebook it feeds."""
+    quick = runs.run("01_quickstart")
+    assert quick.error is None, quick.error
     out = tmp_path / "demo"
-    status = demo.run_demo(_args("--out", str(out), "--smoke", "--only", "01_quickstart"))
+    shutil.copytree(quick.output_dir, out / "01_quickstart")
+    status = demo.run_demo(_args("--out", str(out), "--smoke", "--only", "03_evaluate"))
     printed = capsys.readouterr().out
     assert status == 0
     assert f"report:    {out.resolve() / 'index.html'}" in printed
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["failed"] == [] and summary["notebooks"][0]["name"] == "01_quickstart"
+    assert summary["failed"] == [] and [n["name"] for n in summary["notebooks"]] == ["03_evaluate"]
     assert {row["query"] + "->" + row["key"] for row in summary["vs_chance"]} >= {"image->dna", "dna->image"}
+    assert summary["learning"]["headline"] in printed
     index = (out / "index.html").read_text()
-    assert 'href="reports/01_quickstart.html"' in index and "chance" in index
-    assert (out / "reports" / "01_quickstart.html").is_file()
-    assert (out / "notebooks" / "01_quickstart.ipynb").is_file()
-    assert (out / "01_quickstart" / "metrics.json").is_file()
+    assert 'href="reports/03_evaluate.html"' in index and "chance" in index
+    assert (out / "reports" / "03_evaluate.html").is_file() and (out / "notebooks" / "03_evaluate.ipynb").is_file()
+    assert (out / "03_evaluate" / "metrics.json").is_file()
