@@ -170,8 +170,9 @@ class TrainNotebookConfig(NotebookConfig):
     preset: str = "cpu"  # paper | cpu | tiny
     pretrained: bool = True  # start from the preset's pretrained weights (cpu: offline; paper: hub, internet once)
     modalities: str = "image,dna,text"  # any subset of two or more
-    finetune: str = ""  # "" = the preset's per-encoder modes; lora | full | frozen for every encoder
-    lora_r: int = 4  # LoRA rank (finetune = lora)
+    finetune: str = ""  # "" = the preset's per-encoder modes; lora | full | frozen for the encoders below
+    finetune_modalities: str = ""  # encoders that FINETUNE applies to, e.g. "dna,text" ("" = all)
+    lora_r: int = 4  # LoRA rank of every encoder fine-tuned with LoRA
     lora_alpha: float = 4.0  # LoRA alpha (update scaled by alpha / r; CLIBD: alpha = r)
     lora_dropout: float = 0.0
     image_size: int = 0  # model input pixels (0 = the preset's)
@@ -186,6 +187,11 @@ class TrainNotebookConfig(NotebookConfig):
     def validate(self) -> None:
         super().validate()
         self._require(self.finetune in ("", "lora", "full", "frozen"), "finetune", "'', lora, full or frozen")
+        if self.finetune_modalities:
+            parse_modalities(self.finetune_modalities)
+        self._require(self.lora_r >= 1, "lora_r", "an integer >= 1")
+        self._require(self.lora_alpha > 0, "lora_alpha", "a number > 0")
+        self._require(0 <= self.lora_dropout < 1, "lora_dropout", "a number in [0, 1)")
         self._require(self.precision in ("auto", "fp32", "bf16"), "precision", "auto, fp32 or bf16")
         self._require(self.image_size == 0 or self.image_size >= 8, "image_size", "0 or an integer >= 8")
         if len(parse_modalities(self.modalities)) < 2:
@@ -204,13 +210,20 @@ class TrainNotebookConfig(NotebookConfig):
         return _smoke_or(self, self.data, TrainNotebookConfig().data, "data")
 
     def model_config(self):
-        """Preset + modalities (+ one fine-tuning mode with the LoRA settings for every encoder, + image size)."""
+        """Preset + modalities (+ ``finetune`` for the ``finetune_modalities`` encoders, + image size); every encoder
+        that ends up fine-tuned with LoRA (the preset's own or by ``finetune``) gets ``lora_r/alpha/dropout``."""
         from .config import AdapterConfig
 
         cfg = _model_config(self.preset, self.pretrained, self.modalities, self.image_size)
         if self.finetune:
-            cfg = cfg.with_adapter(AdapterConfig(mode=self.finetune, r=self.lora_r, alpha=self.lora_alpha,
-                                                 dropout=self.lora_dropout))
+            names = None
+            if self.finetune_modalities:
+                names = [m for m in parse_modalities(self.finetune_modalities) if m in cfg.modalities]
+            cfg = cfg.with_adapter(AdapterConfig(mode=self.finetune), names)
+        lora = [m for m in cfg.modalities if cfg.encoder(m).adapter.mode == "lora"]
+        if lora:
+            cfg = cfg.with_adapter(AdapterConfig(mode="lora", r=self.lora_r, alpha=self.lora_alpha,
+                                                 dropout=self.lora_dropout), lora)
         return cfg
 
     def train_config(self):
