@@ -87,6 +87,21 @@ def test_smoke_settings_are_small():
     assert train.preset == "tiny" and train.max_steps <= 3
 
 
+def test_train_model_config_lora_settings():
+    cfg = nbp.TrainNotebookConfig(preset="tiny", finetune="lora", finetune_modalities="dna,text", lora_r=8,
+                                  lora_alpha=16.0, lora_dropout=0.1).model_config()
+    modes = {m: cfg.encoder(m).adapter for m in cfg.modalities}
+    assert modes["image"].mode == "full"  # not listed: keeps the preset's mode
+    assert all((modes[m].mode, modes[m].r, modes[m].alpha, modes[m].dropout) == ("lora", 8, 16.0, 0.1)
+               for m in ("dna", "text"))
+    frozen = nbp.TrainNotebookConfig(preset="tiny", finetune="frozen", modalities="dna,text").model_config()
+    assert frozen.modalities == ("dna", "text") and {frozen.encoder(m).adapter.mode for m in frozen.modalities} == {"frozen"}
+    with pytest.raises(ConfigError, match="unknown modality"):
+        nbp.TrainNotebookConfig(finetune_modalities="wings")
+    with pytest.raises(ConfigError, match="two or more"):
+        nbp.TrainNotebookConfig(modalities="dna")
+
+
 def test_fresh_folder_replaces_only_its_own_output(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "run.json").write_text("{}")
