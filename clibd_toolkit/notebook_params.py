@@ -576,34 +576,42 @@ def query_records(config: IdentifyNotebookConfig, records) -> Any:
     return records.loc[picks].reset_index(drop=True)
 
 
-def identify_queries(queries, reference, *, key_modality: str, k: int = 5, target_false_novel_rate: float = 0.05,
-                     seed: int = 0) -> Any:
-    """Identify every query against the reference with a calibrated novelty flag, through each query modality it
-    has: a photo through ``image``, a barcode through ``dna`` (one row per query and modality).
+def identify_queries(model, queries, reference, *, key_modality: str, k: int = 5,
+                     target_false_novel_rate: float = 0.05, seed: int = 0) -> Any:
+    """Identify query records against the reference embeddings with a calibrated novelty flag, through each query
+    modality they have: a photo through ``image``, a barcode through ``dna`` (one row per query and modality).
+
+    Args:
+        model: the CLIBDModel that made ``reference``; it embeds the queries.
+        queries: query records (e.g. from :func:`query_records`).
+        reference: the reference library (EmbeddingSet).
 
     Returns:
-        :func:`clibd_toolkit.identify.identify` rows plus ``query_modality``, ``key_modality`` and the species
-        threshold ``novelty_threshold``.
+        :func:`clibd_toolkit.protocol.identify_records` rows plus ``query_modality``, ``key_modality`` and the
+        species threshold ``novelty_threshold``.
     """
     import pandas as pd
 
-    from .identify import calibrate_novelty, identify
+    from .batching import modality_present
+    from .errors import DataError
+    from .identify import calibrate_novelty
+    from .protocol import identify_records
 
     tables = []
     for modality in ("image", "dna"):
-        if modality not in queries.modalities or not queries.has(modality).any():
+        present = np.asarray(modality_present(queries, modality), dtype=bool)
+        if modality not in model.modalities or not present.any():
             continue
         calibration = calibrate_novelty(reference, query_modality=modality, key_modality=key_modality,
                                         target_false_novel_rate=target_false_novel_rate, seed=seed)
-        sub = queries.subset(queries.has(modality))
-        table = identify(sub, reference, query_modality=modality, key_modality=key_modality, k=k,
-                         novelty=calibration)
+        table, _ = identify_records(model, queries.loc[present].reset_index(drop=True), reference,
+                                    query_modality=modality, key_modality=key_modality, k=k,
+                                    calibration=calibration, progress=False)
         table.insert(1, "query_modality", modality)
         table.insert(2, "key_modality", key_modality)
         table["novelty_threshold"] = calibration.thresholds["species"]
         tables.append(table)
     if not tables:
-        from .errors import DataError
-
-        raise DataError("no query has an image or a barcode embedding to identify")
+        raise DataError(f"no query has an input the model can embed (it has {list(model.modalities)}); give a photo "
+                        "or a barcode")
     return pd.concat(tables, ignore_index=True)
