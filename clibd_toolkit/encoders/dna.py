@@ -32,13 +32,15 @@ def kmer_bert_config(cfg: EncoderConfig, model_cfg: ModelConfig, defaults: dict[
     from transformers import BertConfig
 
     n_tokens = model_cfg.dna_max_length // model_cfg.dna_k + 1
+    hidden = pick(cfg.hidden_size, defaults["hidden"])
     return BertConfig(
         vocab_size=3 + 4**model_cfg.dna_k,
-        hidden_size=pick(cfg.hidden_size, defaults["hidden"]),
+        hidden_size=hidden,
         num_hidden_layers=pick(cfg.num_layers, defaults["layers"]),
         num_attention_heads=pick(cfg.num_heads, defaults["heads"]),
         intermediate_size=pick(cfg.intermediate_size, defaults["ffn"]),
-        max_position_embeddings=max(512 if defaults["hidden"] >= 768 else n_tokens, n_tokens),
+        # BarcodeBERT (BERT-base) keeps BERT's 512 positions; the toolkit's small encoders need only n_tokens
+        max_position_embeddings=max(512 if hidden >= 768 else n_tokens, n_tokens),
         pad_token_id=0,
     )
 
