@@ -144,9 +144,11 @@ class QuickstartNotebookConfig(NotebookConfig):
         from .config import TrainConfig
 
         # validation only after the last epoch (it embeds the validation queries and keys: time the quickstart
-        # spends on training instead); the best checkpoint is then the last one
+        # spends on training instead), so the best checkpoint is the last one; and only the newest per-epoch
+        # checkpoint is kept besides it (a cpu-preset checkpoint with its optimiser state is ~150 MB)
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, max_steps=self.max_steps,
-                           seed=self.seed, device=self.device, progress=False, eval_every=self.epochs)
+                           seed=self.seed, device=self.device, progress=False, eval_every=self.epochs,
+                           keep_checkpoints=1)
 
 
 def _model_config(preset: str, pretrained: bool, modalities: str, image_size: int):
