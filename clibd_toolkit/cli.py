@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "presets": ("clibd_toolkit.cli", "list model presets and their encoders with parameter counts"),
     "pretrain-dna": ("clibd_toolkit.pretrain", "pretrain a k-mer DNA encoder with masked k-mer modelling"),
     "train": ("clibd_toolkit.cli", "train a CLIBD model contrastively on records"),
-    "embed": ("clibd_toolkit.cli", "embed records with a trained run into one embedding file"),
+    "embed": ("clibd_toolkit.embed", "embed records with a trained run into one embedding file (streamed, shardable)"),
     "simulate": ("clibd_toolkit.simulator", "write a simulated barcoding survey (the embedded default dataset)"),
     "inspect": ("clibd_toolkit.inspection", "counts, summaries and a record-by-record problem report of a data source"),
     "evaluate": ("clibd_toolkit.protocol", "the CLIBD evaluation protocol: micro/macro top-k per rank, seen/unseen"),
@@ -180,38 +180,10 @@ def run_train(args: argparse.Namespace) -> int:
                "best_val_metric": result.best_metric,
                "loss_first": None if first is None else round(float(first["loss"]), 4),
                "loss_last": None if last is None else round(float(last["loss"]), 4)}
-    sys.stdout.write(json.dumps(summary) + "\n")
-    return 0
+    from .distributed import is_main_process
 
-
-# --- embed ----------------------------------------------------------------------------------------------------
-
-
-def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
-    add_data_arguments(parser)
-    parser.add_argument("--run", required=True, help="training run folder (clibd train --out)")
-    parser.add_argument("--out", required=True, help="embedding file to write (.parquet)")
-    parser.add_argument("--checkpoint", default="best", help="best (default), last, or epoch-NNNN")
-    parser.add_argument("--modalities", default=None, help="subset of the model's modalities (default: all)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--no-progress", action="store_true")
-
-
-def run_embed(args: argparse.Namespace) -> int:
-    from .checkpoint import load_run
-    from .embed import extract_embeddings
-    from .train import resolve_device
-
-    model = load_run(args.run, args.checkpoint, device=str(resolve_device(args.device)))
-    records = load_data(args, rejects_path=Path(str(args.out) + ".rejects.csv"))
-    emb = extract_embeddings(model, records, modalities=args.modalities, batch_size=args.batch_size,
-                             progress=not args.no_progress)
-    emb.config["run"] = str(args.run)
-    emb.config["data"] = str(args.data)
-    emb.save(args.out)
-    counts = {m: int(emb.has(m).sum()) for m in emb.modalities}
-    sys.stdout.write(json.dumps({"out": str(args.out), "records": len(emb), "vectors": counts}) + "\n")
+    if is_main_process():
+        sys.stdout.write(json.dumps(summary) + "\n")
     return 0
 
 

@@ -133,6 +133,22 @@ class KmerTokenizer:
             sequences = [sequences]
         return self.encode(sequences, ids)
 
+    def kmer_bag(self, sequences: Sequence[str], ids: Sequence[object] | None = None) -> torch.Tensor:
+        """Frequencies of the *overlapping* ACGT k-mers of each barcode, L2-normalised: (n, 4**k) float32.
+
+        Unlike the non-overlapping tokens, this bag does not change when a read starts one base later. Barcodes are
+        cleaned and truncated to ``max_length`` as for :meth:`encode`; k-mers holding N or IUPAC codes are skipped.
+        """
+        names = list(ids) if ids is not None else list(range(len(sequences)))
+        out = np.zeros((len(sequences), 4**self.k), dtype=np.float32)
+        for row, (seq, rid) in enumerate(zip(sequences, names)):
+            codes = _CODE[np.frombuffer(self._prepare(seq, rid)[: self.max_length].encode("ascii"), dtype=np.uint8)]
+            windows = np.lib.stride_tricks.sliding_window_view(codes, self.k)
+            valid = (windows < 4).all(axis=1)
+            out[row] = np.bincount(windows[valid] @ self._weights, minlength=4**self.k)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return torch.from_numpy(out / np.maximum(norms, 1e-12))
+
     def tokenize(self, sequence: str) -> list[str]:
         """The k-mer strings (``<UNK>`` for non-ACGT k-mers), without the prefix token. For inspection."""
         ids = self.encode([sequence]).input_ids[0].tolist()

@@ -23,9 +23,11 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate ``tensor`` from all ranks along dim 0, keeping gradients (identity when not distributed)."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return tensor
-    from torch.distributed.nn.functional import all_gather
+    from torch.distributed._functional_collectives import all_gather_tensor_autograd
 
-    return torch.cat(all_gather(tensor.contiguous()), dim=0)
+    # backward is a sum reduce-scatter: each rank gets the gradient of the global loss w.r.t. its own rows from
+    # every rank (DDP's gradient averaging then divides by the world size; test_distributed checks the result)
+    return all_gather_tensor_autograd(tensor.contiguous(), 0, dist.group.WORLD)
 
 
 def gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:

@@ -35,7 +35,10 @@ class Preprocess:
 
     def dna(self, sequences: Sequence[str], ids: Sequence[Any] | None = None) -> dict[str, torch.Tensor]:
         enc = self.dna_tokenizer.encode(sequences, ids)
-        return {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask}
+        inputs = {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask}
+        if self.config.dna is not None and self.config.dna.pooling == "mean_bag":
+            inputs["kmer_bag"] = self.dna_tokenizer.kmer_bag(sequences, ids)
+        return inputs
 
     def text(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         if self.text_tokenizer is None:

@@ -94,3 +94,17 @@ def test_batch_encoding_matches_one_by_one():
 
 def test_tokenize_returns_kmer_strings():
     assert KmerTokenizer().tokenize("ACGTACCGTT")[:3] == ["ACGTA", "CCGTT", "<UNK>"]
+
+
+def test_kmer_bag_counts_overlapping_kmers_and_ignores_the_start_offset():
+    tok = KmerTokenizer()
+    bag = tok.kmer_bag(["ACGTACGTAN", "CGTACGTA", "AAAAAAA"])
+    # hand count: ACGTA x2, CGTAC, GTACG, TACGT (CGTAN holds N: skipped) -> norm sqrt(4 + 1 + 1 + 1)
+    first = {tok.vocab[k] - 3: v for k, v in {"ACGTA": 2, "CGTAC": 1, "GTACG": 1, "TACGT": 1}.items()}
+    expected = torch.zeros(1024)
+    for i, v in first.items():
+        expected[i] = v
+    assert torch.allclose(bag[0], expected / expected.norm())
+    # the same read starting one base later shares every k-mer but one occurrence of ACGTA
+    assert float(bag[0] @ bag[1]) > 0.9
+    assert torch.allclose(bag[2], torch.nn.functional.one_hot(torch.tensor(0), 1024).float())

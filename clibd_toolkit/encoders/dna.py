@@ -10,7 +10,13 @@ Pooling (``EncoderConfig.pooling``):
   ``Linear(hidden, embed_dim)`` in place of the MLM decoder, softmax over the embed_dim logits of each token, then
   the mean over all tokens (padding included, no attention mask);
 - ``mean`` (default for other presets): mean of the last hidden states over real tokens (padding k-mers masked),
-  then ``Linear(hidden, embed_dim)``.
+  then ``Linear(hidden, embed_dim)``;
+- ``mean_bag`` (the ``cpu`` preset): ``mean`` concatenated with a linear projection of the barcode's bag of
+  *overlapping* k-mer frequencies (:meth:`~clibd_toolkit.dna.KmerTokenizer.kmer_bag`), then
+  ``Linear(2 * hidden, embed_dim)``. Non-overlapping k-mer tokens change completely when a read starts one base
+  later, and real reference libraries (BOLD) hold reads trimmed at different positions; the bag is invariant to
+  that, so species-level DNA-to-DNA retrieval stays as sharp as classical k-mer matching while the transformer
+  adds context.
 """
 from __future__ import annotations
 
@@ -52,13 +58,21 @@ class KmerBertEncoder(nn.Module):
     def __init__(self, backbone: nn.Module, transform: nn.Module | None, embed_dim: int, pooling: str,
                  use_mask: bool):
         super().__init__()
+        hidden = backbone.config.hidden_size
         self.backbone = backbone
         self.transform = transform
-        self.head = nn.Linear(backbone.config.hidden_size, embed_dim)
         self.pooling = pooling
         self.use_mask = use_mask
+        self.bag = None
+        if pooling == "mean_bag":
+            n_kmers = backbone.config.vocab_size - 3
+            self.bag = nn.Linear(n_kmers, hidden, bias=False)
+            # a variance-preserving random projection of the (unit-norm) k-mer frequencies at initialisation
+            nn.init.normal_(self.bag.weight, std=1.0)
+        self.head = nn.Linear(hidden * (2 if pooling == "mean_bag" else 1), embed_dim)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                kmer_bag: torch.Tensor | None = None) -> torch.Tensor:
         mask = attention_mask if self.use_mask else None
         hidden = self.backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state
         if self.pooling == "softmax_mean":
@@ -66,6 +80,13 @@ class KmerBertEncoder(nn.Module):
             return logits.softmax(dim=-1).mean(dim=1)
         weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
         pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        if self.bag is not None:
+            if kmer_bag is None:
+                from ..errors import ConfigError
+
+                raise ConfigError("this DNA encoder (pooling mean_bag) needs `kmer_bag` inputs; build them with "
+                                  "model.preprocess.dna(...)")
+            pooled = torch.cat([pooled, self.bag(kmer_bag.to(hidden.dtype))], dim=-1)
         return self.head(pooled)
 
 
@@ -89,8 +110,9 @@ def build_bert_kmer(cfg: EncoderConfig, model_cfg: ModelConfig) -> nn.Module:
     from transformers.models.bert.modeling_bert import BertPredictionHeadTransform
 
     pooling = "mean" if cfg.pooling == "default" else cfg.pooling
-    if pooling not in ("mean", "softmax_mean"):
-        raise ConfigError(f"`EncoderConfig.pooling` for bert_kmer got {cfg.pooling!r}; expected mean or softmax_mean")
+    if pooling not in ("mean", "softmax_mean", "mean_bag"):
+        raise ConfigError(f"`EncoderConfig.pooling` for bert_kmer got {cfg.pooling!r}; expected mean, mean_bag or "
+                          "softmax_mean")
     defaults = {"hidden": 768, "layers": 12, "heads": 12, "ffn": 3072}
     state = None
     if cfg.pretrained is not None:
