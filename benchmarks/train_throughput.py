@@ -1,8 +1,8 @@
 """Training step throughput: samples/s and model FLOP utilisation of the toolkit's contrastive training step.
 
 One step = the forward of every encoder on a batch, the CLIBD contrastive loss (three modality pairs), the
-backward pass and an AdamW update: exactly :func:`clibd_toolkit.train.batch_loss` + backward + ``optimizer.step``
-as :func:`clibd_toolkit.train.train` runs them (bf16 autocast when ``--precision bf16``), with random weights and
+backward pass and an AdamW update: exactly :func:`clibd_toolkit.training.batch_loss` + backward + ``optimizer.step``
+as :func:`clibd_toolkit.training.train` runs them (bf16 autocast when ``--precision bf16``), with random weights and
 synthetic inputs of the preset's real shapes already on the device (data loading is excluded): images
 (B, 3, S, S), DNA k-mer ids (B, 133), text token ids (B, L).
 
@@ -113,7 +113,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from clibd_toolkit.loss import ContrastiveLoss
-    from clibd_toolkit.train import batch_loss, resolve_device, wrap_for_training
+    from clibd_toolkit.training import batch_loss, resolve_device, wrap_for_training
 
     device = resolve_device(args.device)
     on_cuda = device.type == "cuda"

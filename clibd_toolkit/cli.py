@@ -25,6 +25,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("clibd_toolkit.protocol", "the CLIBD evaluation protocol: micro/macro top-k per rank, seen/unseen"),
     "identify": ("clibd_toolkit.protocol", "name specimens (photos or barcodes) against a reference library"),
     "cluster": ("clibd_toolkit.cluster", "cluster unseen-species embeddings, scored against species and BINs"),
+    "demo": ("clibd_toolkit.demo", "the main job: simulate a survey, train, evaluate and explore it with the notebooks; "
+             "one report folder"),
+    "report": ("clibd_toolkit.report", "run a notebook headless with parameters and export an offline HTML report"),
 }
 
 
@@ -163,7 +166,7 @@ def model_config_from_args(args: argparse.Namespace):
 
 def run_train(args: argparse.Namespace) -> int:
     from .config import TrainConfig
-    from .train import train
+    from .training import train
 
     train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                             grad_accum_steps=args.grad_accum_steps, precision=args.precision, device=args.device,

@@ -67,7 +67,7 @@ def make_smoke_inputs(out_dir: str | Path, *, seed: int = 0, records: int = 300)
     from .presets import get_preset
     from .records import load_records
     from .simulator import SimulatorConfig, write_survey
-    from .train import train
+    from .training import train
 
     out = Path(out_dir)
     paths = {"data": out / "survey", "run": out / "run", "embeddings": out / "embeddings.parquet"}

@@ -515,7 +515,7 @@ def run_embed(args: argparse.Namespace) -> int:
 
 def _embed(args: argparse.Namespace, shard: tuple[int, int] | None, progress: bool) -> EmbedSummary:
     from .checkpoint import load_run
-    from .train import resolve_device
+    from .training import resolve_device
 
     model = load_run(args.run, args.checkpoint, device=str(resolve_device(args.device)))
     stream = _record_stream(args)

@@ -459,7 +459,7 @@ def resolve_inputs(config: _InputsConfig, *, need_model: bool = False, progress:
     from .schema import RECORD_ID
     from .splits import SplitConfig, ensure_splits
     from .store import EmbeddingSet
-    from .train import resolve_device
+    from .training import resolve_device
 
     defaults = _InputsConfig()
     data = _smoke_or(config, config.data, defaults.data, "data")
@@ -596,7 +596,7 @@ def identify_queries(model, queries, reference, *, key_modality: str, k: int = 5
 
     from .batching import modality_present
     from .errors import DataError
-    from .identify import calibrate_novelty
+    from .identification import calibrate_novelty
     from .protocol import identify_records
 
     tables = []

@@ -97,7 +97,7 @@ def _has_split(records: pd.DataFrame) -> bool:
 
 
 def _novelty_scores(emb: EmbeddingSet, stage: str) -> dict[str, Any]:
-    from .identify import calibrate_novelty, evaluate_novelty
+    from .identification import calibrate_novelty, evaluate_novelty
     from .splits import query_mask, train_records_are_keys
 
     meta = emb.metadata
@@ -133,7 +133,7 @@ def write_evaluation(evaluation: ModelEvaluation, out_dir: str | Path, config: d
 
 
 def read_train_ids(run_dir: str | Path) -> set[str] | None:
-    from .train import TRAIN_IDS_FILE
+    from .training import TRAIN_IDS_FILE
 
     path = Path(run_dir) / TRAIN_IDS_FILE
     if not path.is_file():
@@ -164,7 +164,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import load_run, read_run_info
     from .cli import load_data
-    from .train import resolve_device
+    from .training import resolve_device
 
     pairs = "all" if args.pairs == "all" else tuple(p.strip() for p in args.pairs.split(",") if p.strip())
     try:
@@ -230,14 +230,14 @@ def identify_records(model, queries: pd.DataFrame, reference: EmbeddingSet | pd.
 
     The query modality defaults to DNA when the queries have barcodes, else image; the key modality defaults to
     the query modality. Novelty thresholds come from ``calibration`` or, with ``calibrate``, from a
-    leave-species-out calibration on the reference (see :func:`clibd_toolkit.identify.calibrate_novelty`).
+    leave-species-out calibration on the reference (see :func:`clibd_toolkit.identification.calibrate_novelty`).
 
     Returns:
         (one row per query DataFrame, the NoveltyCalibration used or None)
     """
     from .batching import modality_present
     from .embed import extract_embeddings
-    from .identify import calibrate_novelty, identify
+    from .identification import calibrate_novelty, identify
 
     if query_modality is None:
         query_modality = "dna" if "dna" in model.modalities and modality_present(queries, "dna").any() else "image"
@@ -277,10 +277,10 @@ def add_identify_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_identify(args: argparse.Namespace) -> int:
     from .checkpoint import load_run
-    from .identify import NoveltyCalibration
+    from .identification import NoveltyCalibration
     from .io import atomic_path
     from .readers import read_records
-    from .train import resolve_device
+    from .training import resolve_device
 
     if args.k < 1:
         raise ConfigError(f"-k got {args.k}; expected an integer >= 1")

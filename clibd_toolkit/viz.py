@@ -6,7 +6,7 @@ Computation is kept apart from drawing (so both are testable outside a notebook)
   image, its barcode, or a taxonomy string), and :func:`plot_latent_space` draws such a table with WebGL
   (``Scattergl``), so 100,000 points stay responsive;
 - the other ``plot_*`` functions draw the tables that :mod:`clibd_toolkit.evaluate`, :mod:`clibd_toolkit.cluster`,
-  :mod:`clibd_toolkit.identify` and :mod:`clibd_toolkit.train` return.
+  :mod:`clibd_toolkit.identification` and :mod:`clibd_toolkit.training` return.
 
 Headless HTML: :func:`use_offline_renderer` makes notebook figures render as HTML with plotly.js embedded once (no
 CDN, no MathJax), which is what survives ``nbconvert`` and opens offline. Hover thumbnails of images live in the
@@ -366,7 +366,7 @@ def image_thumbnails(records: pd.DataFrame, record_ids: Iterable[Any] | None = N
 
 def plot_loss_curve(history: pd.DataFrame, *, title: str = "Contrastive training"):
     """Loss per optimiser step (with a per-epoch mean), learning rate and temperature from a
-    :class:`~clibd_toolkit.train.TrainResult` ``history`` (or the run's ``history.csv``)."""
+    :class:`~clibd_toolkit.training.TrainResult` ``history`` (or the run's ``history.csv``)."""
     go = _go()
     from plotly.subplots import make_subplots
 
@@ -742,7 +742,7 @@ def plot_neighbours(identification: pd.Series | Mapping[str, Any], reference: pd
     its taxonomy on hover and under the picture, and its cosine similarity; the query's own image first.
 
     Args:
-        identification: one row of :func:`clibd_toolkit.identify.identify` (``neighbour_ids``, ``neighbour_scores``,
+        identification: one row of :func:`clibd_toolkit.identification.identify` (``neighbour_ids``, ``neighbour_scores``,
             ``predicted_*``, ``novel``, ``identified_rank``).
         reference: the reference records (canonical table: record_id, image, ranks), for images and taxonomy.
         query_image: the query's image (path, bytes or PIL image), shown first; None = none.
@@ -752,7 +752,7 @@ def plot_neighbours(identification: pd.Series | Mapping[str, Any], reference: pd
     go = _go()
     from plotly.subplots import make_subplots
 
-    from .identify import SEPARATOR
+    from .identification import SEPARATOR
 
     row = dict(identification)
     if query_image is None and queries is not None:

@@ -69,7 +69,7 @@ def _step_grads(model, batch_records: pd.DataFrame) -> tuple[float, dict[str, to
     """Loss and gradients of one step through the training code (``batch_loss`` + DDP when distributed)."""
     from clibd_toolkit.batching import make_batch
     from clibd_toolkit.loss import ContrastiveLoss
-    from clibd_toolkit.train import batch_loss, wrap_for_training
+    from clibd_toolkit.training import batch_loss, wrap_for_training
 
     step = wrap_for_training(model, torch.device("cpu"))
     model.zero_grad(set_to_none=True)
@@ -90,10 +90,10 @@ def _train_config(progress: bool = False):
 
 
 def _worker(out: Path) -> None:
-    import clibd_toolkit.train as train_module
+    import clibd_toolkit.training as train_module
     from clibd_toolkit.distributed import distributed_session
     from clibd_toolkit.model import CLIBDModel
-    from clibd_toolkit.train import rank_slice
+    from clibd_toolkit.training import rank_slice
 
     with distributed_session() as info:
         assert info.world_size == WORLD and info.backend == "gloo"
@@ -152,7 +152,7 @@ def test_ddp_loss_and_gradients_equal_single_process(torchrun_out):
 
 
 def test_ddp_training_run_equals_single_process(torchrun_out, tmp_path, monkeypatch):
-    import clibd_toolkit.train as train_module
+    import clibd_toolkit.training as train_module
 
     monkeypatch.setattr(train_module, "CLIBDModel", _no_dropout_model_class())
     single = train_module.train(_records(24), _model_config(), _train_config(), tmp_path / "run")
@@ -181,7 +181,7 @@ def test_ddp_run_writes_one_run_folder_from_rank_zero(torchrun_out):
 
 
 def test_rank_slice_reproduces_the_global_batches():
-    from clibd_toolkit.train import rank_slice
+    from clibd_toolkit.training import rank_slice
 
     order = np.random.default_rng(0).permutation(50)
     per_rank, world = 4, 3

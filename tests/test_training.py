@@ -18,7 +18,7 @@ from clibd_toolkit.checkpoint import list_epoch_checkpoints, load_run
 from clibd_toolkit.config import TrainConfig
 from clibd_toolkit.errors import CheckpointError, DataError
 from clibd_toolkit.io import load_tensors
-from clibd_toolkit.train import train
+from clibd_toolkit.training import train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 BOLD_SMALL = SHARED / "bold-insect-coi" / "bold_insect_coi5p_small.tsv"

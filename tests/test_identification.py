@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from clibd_toolkit.errors import ConfigError
-from clibd_toolkit.identify import NoveltyCalibration, calibrate_novelty, evaluate_novelty, identify
+from clibd_toolkit.identification import NoveltyCalibration, calibrate_novelty, evaluate_novelty, identify
 from clibd_toolkit.store import EmbeddingSet
 
 NA = pd.NA
