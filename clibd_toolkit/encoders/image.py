@@ -7,8 +7,6 @@ parameter count; CLS token after the final LayerNorm, as timm's ``global_pool="t
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import re
 from pathlib import Path
 
@@ -143,9 +141,29 @@ def build_efficientnet_lite0(cfg: EncoderConfig, model_cfg: ModelConfig) -> nn.M
         backbone.load_state_dict(state, strict=True)
     elif cfg.pretrained is not None:
         backbone.load_state_dict(load_tensors(cfg.pretrained), strict=True)
-    with contextlib.redirect_stdout(io.StringIO()):
-        backbone.set_swish(memory_efficient=False)  # the memory-efficient swish is not traceable by peft/DDP
+    # (Lite models use ReLU6, not swish: do not call backbone.set_swish, which would replace it)
+    _plain_pointwise_convs(backbone)
     return EfficientNetEncoder(backbone, 1280, model_cfg.embed_dim, ("_expand_conv", "_project_conv"))
+
+
+def _plain_pointwise_convs(backbone: nn.Module) -> None:
+    """Replace the 1x1, stride-1 ``Conv2dStaticSamePadding`` layers (zero padding) by identical ``nn.Conv2d``.
+
+    The outputs do not change; PEFT can then build LoRA adapters for them (it instantiates adapters with the
+    layer's own class, and the static-padding class cannot be built without an image size).
+    """
+    for name, module in list(backbone.named_modules()):
+        if type(module).__name__ != "Conv2dStaticSamePadding":
+            continue
+        if module.kernel_size != (1, 1) or module.stride != (1, 1) or module.groups != 1:
+            continue
+        plain = nn.Conv2d(module.in_channels, module.out_channels, 1, bias=module.bias is not None)
+        with torch.no_grad():
+            plain.weight.copy_(module.weight)
+            if module.bias is not None:
+                plain.bias.copy_(module.bias)
+        parent_name, _, child = name.rpartition(".")
+        setattr(backbone.get_submodule(parent_name) if parent_name else backbone, child, plain)
 
 
 # --- tiny CNN (tests) ----------------------------------------------------------------------------------------
