@@ -42,20 +42,53 @@ def _fsync_tree(folder: Path) -> None:
                 os.fsync(fh.fileno())
 
 
+def frozen_pretrained_names(model: torch.nn.Module) -> list[str]:
+    """Parameters that training never changes and that the model config reloads anyway: frozen (non-trainable)
+    parameters of encoders whose config names pretrained weights. Checkpoints leave them out."""
+    names = []
+    config = getattr(model, "config", None)
+    for name, param in model.named_parameters():
+        if param.requires_grad or not name.startswith("encoders."):
+            continue
+        modality = name.split(".")[1]
+        if config is not None and modality in config.modalities and config.encoder(modality).pretrained is not None:
+            names.append(name)
+    return names
+
+
+def _digest(tensors: dict[str, torch.Tensor], names: list[str]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for n in names:
+        h.update(n.encode())
+        h.update(tensors[n].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_checkpoint(run_dir: str | Path, name: str, model: torch.nn.Module, *, trainer_state: dict | None,
                     meta: dict[str, Any]) -> Path:
-    """Write ``RUN/checkpoints/<name>/`` atomically (temporary folder, then rename)."""
+    """Write ``RUN/checkpoints/<name>/`` atomically (temporary folder, then rename).
+
+    Frozen pretrained weights (e.g. the ``cpu`` preset's frozen MiniLM) are not stored: they come back from the
+    config's pretrained source when the model is rebuilt, and a SHA-256 of them is recorded so that loading refuses
+    an environment whose pretrained weights differ.
+    """
     from safetensors.torch import save_file
 
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
     try:
-        state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+        full = model.state_dict()
+        excluded = frozen_pretrained_names(model)
+        skip = set(excluded)
+        state = {k: v.detach().to("cpu").contiguous().clone() for k, v in full.items() if k not in skip}
         save_file(state, str(tmp / "model.safetensors"))
         if trainer_state is not None:
             torch.save(trainer_state, tmp / "trainer.pt")
-        meta = {**meta, "name": name, "model_sha256": sha256_file(tmp / "model.safetensors")}
+        meta = {**meta, "name": name, "model_sha256": sha256_file(tmp / "model.safetensors"),
+                "frozen_pretrained": {"names": excluded, "sha256": _digest(full, excluded)}}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
         _fsync_tree(tmp)
         final = root / name
@@ -135,6 +168,13 @@ def load_model_state(folder: Path, model: torch.nn.Module, *, verify: bool = Tru
         raise CheckpointError(
             f"checkpoint {folder} does not match this model ({str(exc).splitlines()[-1].strip()}); build the model "
             "from the run's own config (load_run) rather than another preset") from None
+    frozen = meta.get("frozen_pretrained") or {"names": [], "sha256": None}
+    if frozen["names"]:
+        missing = [k for k in missing if k not in set(frozen["names"])]
+        if not missing and _digest(model.state_dict(), frozen["names"]) != frozen["sha256"]:
+            raise CheckpointError(
+                f"checkpoint {folder} was trained on top of frozen pretrained weights that differ from the ones this "
+                "environment loads (another version of a weights package?); install the versions used in training")
     if missing or unexpected:
         raise CheckpointError(
             f"checkpoint {folder} does not match this model ({len(missing)} missing, {len(unexpected)} unexpected "

@@ -158,3 +158,27 @@ def test_cli_errors_are_one_line_and_nonzero(tmp_path):
     r = subprocess.run(_cli("embed", "--run", str(tmp_path), "--data", str(tmp_path), "--out", "x.parquet"),
                        capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_checkpoints_leave_out_frozen_pretrained_weights_and_check_them(tmp_path):
+    """The cpu preset's frozen MiniLM is not copied into every checkpoint; it is reloaded from its package and
+    verified against the SHA-256 recorded at training time."""
+    from clibd_toolkit.checkpoint import checkpoint_folder, load_model_state
+    from clibd_toolkit.model import CLIBDModel
+
+    records = ctk.normalise_records(pd.DataFrame({"record_id": [f"r{i}" for i in range(8)],
+                                                  "dna_barcode": ["ACGTTGCAAC" * 40] * 8, "species": list("abcdabcd")}))
+    cfg = ctk.get_preset("cpu").with_modalities("dna,text")
+    result = train(records, cfg, TrainConfig(epochs=1, batch_size=4, progress=False), tmp_path / "run")
+    folder = checkpoint_folder(tmp_path / "run")
+    stored = load_tensors(folder / "model.safetensors")
+    assert not any(k.startswith("encoders.text.backbone.") for k in stored)
+    assert "encoders.text.head.weight" in stored and "encoders.dna.backbone.embeddings.word_embeddings.weight" in stored
+    reloaded = load_run(tmp_path / "run")
+    for (k, a), (_, b) in zip(result.model.state_dict().items(), reloaded.state_dict().items()):
+        assert torch.equal(a, b), k
+    other = CLIBDModel(cfg)
+    with torch.no_grad():
+        other.encoders["text"].backbone.embeddings.word_embeddings.weight[0, 0] += 1.0
+    with pytest.raises(CheckpointError, match="frozen pretrained weights that differ"):
+        load_model_state(folder, other)
