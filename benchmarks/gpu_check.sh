@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# GPU check, run from the repo root on a machine with one CUDA GPU and torch/transformers/peft installed:
+# the real CLI pipeline (simulate -> train -> evaluate) with the paper preset's image + DNA encoders (ViT-B/16 and
+# BarcodeBERT, random weights) in bf16 autocast, then the synthetic-input throughput benchmark (samples/s, MFU).
+# Writes its outputs under ${OUT:-gpu-check}.
+set -euo pipefail
+OUT="${OUT:-gpu-check}"
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0))'
+start=$(date +%s)
+python3 -m clibd_toolkit.cli simulate --out /tmp/gpu-survey --records 2000 --splits --image-size 224 --no-progress --overwrite
+python3 -m clibd_toolkit.cli train --preset paper --no-pretrained --modalities image,dna --data /tmp/gpu-survey \
+    --device cuda --precision bf16 --epochs 2 --batch-size 128 --lr 2e-4 --out /tmp/gpu-run --no-progress \
+    | tee "$OUT/train.json"
+python3 -m clibd_toolkit.cli evaluate --run /tmp/gpu-run --data /tmp/gpu-survey --out "$OUT/eval" --device cuda \
+    --no-progress --no-novelty | tee "$OUT/evaluate.txt"
+cp /tmp/gpu-run/history.csv "$OUT/history.csv"
+echo "pipeline seconds: $(( $(date +%s) - start ))"
+python3 benchmarks/train_throughput.py --preset paper --device cuda --batch-size 256 --steps 100 --warmup 10 \
+    --precision bf16 | tee "$OUT/throughput.json"
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv | tee "$OUT/nvidia-smi.csv"
