@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--seed", type=int, default=42, help="split seed (the bundled DNA weights used 42)")
     parser.add_argument("--train-minutes", type=float, default=30.0, help="time budget of method (d)")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs of (d), cut short by --train-minutes")
+    parser.add_argument("--epochs", type=int, default=6, help="epochs of (d), cut short by --train-minutes")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--limit", type=int, default=0, help="use only this many records (smoke runs)")
@@ -123,13 +123,15 @@ def main(argv: list[str] | None = None) -> dict:
     run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="bold_protocol_"))
     n_train = int(records.split.isin(["train", "pretrain"]).sum())
     steps_per_epoch = max(1, n_train // args.batch_size)
-    budget_steps = None
     train_cfg = ctk.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, progress=False,
                                 eval_every=args.epochs, seed=args.seed)
-    # measure the step time on a few steps, then size max_steps so training fits the budget
-    probe = ctk.train(records, cfg, train_cfg.replace(epochs=1, max_steps=5), run_dir / "probe")
-    probe_time = time.time() - t
-    step_time = probe_time / 5
+    # time a few steps on the training records alone (no validation), including model build and checkpointing,
+    # so the estimate errs on the slow side; then size max_steps so training plus validation fit the budget
+    probe_steps = 10
+    train_only = records.loc[records.split.isin(["train", "pretrain"])].reset_index(drop=True)
+    t_probe = time.time()
+    ctk.train(train_only, cfg, train_cfg.replace(epochs=1, max_steps=probe_steps), run_dir / "probe")
+    step_time = (time.time() - t_probe) / probe_steps
     budget_steps = int(args.train_minutes * 60 * 0.9 / step_time)
     max_steps = min(budget_steps, steps_per_epoch * args.epochs)
     t_train = time.time()
@@ -149,6 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "bold_protocol", "data": str(args.data), "n_records": int(len(records)),
         "n_evaluated": int(len(subset)), "n_train": n_train, "split_seed": args.seed,
         "training": {"preset": "cpu", "modalities": ["dna", "text"], "steps": int(result.steps),
+                     "probe_seconds_per_step": round(step_time, 2),
                      "max_steps": int(max_steps), "epochs_equivalent": round(result.steps / steps_per_epoch, 2),
                      "seconds": round(train_seconds, 1), "budget_minutes": args.train_minutes,
                      "batch_size": args.batch_size, "lr": args.lr, "torch_threads": torch.get_num_threads()},

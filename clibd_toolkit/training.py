@@ -339,6 +339,7 @@ def _train(
             accum += 1
             if accum < train_config.grad_accum_steps:
                 continue
+            step_lr = optimizer.param_groups[0]["lr"]  # the learning rate this step used
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
@@ -346,7 +347,7 @@ def _train(
             accum = 0
             global_step += 1
             history.append({"epoch": epoch + 1, "step": global_step, "loss": float(loss.detach()),
-                            "lr": scheduler.get_last_lr()[0], "logit_scale": float(model.scale().detach())})
+                            "lr": step_lr, "logit_scale": float(model.scale().detach())})
             bar.update(1)
             bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
             if global_step >= total_steps:
