@@ -49,7 +49,13 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, required: bool = True
 
 
 def load_data(args: argparse.Namespace, rejects_path: Path | None = None):
-    """Read ``--data`` with the shared options; under ``--on-error skip`` write the rejects file and log counts."""
+    """Read ``--data`` with the shared options and write every bad record, with its reason, to a rejects CSV.
+
+    The whole file is always read, so that every problem is found in one pass: under ``--on-error skip`` the bad
+    records are left out (and counted); under ``--on-error raise`` (default) one DataError lists them all (the first
+    ten in the message, every one in the rejects file) and nothing runs.
+    """
+    from .errors import DataError
     from .readers import detect_format, read_records, reader_options
 
     options = {}
@@ -60,10 +66,17 @@ def load_data(args: argparse.Namespace, rejects_path: Path | None = None):
 
             raise DataError(f"--image-root does not apply to {fmt} data (its images are not files beside a table)")
         options["image_root"] = args.image_root
-    result = read_records(args.data, format=args.format, on_error=args.on_error, **options)
+    result = read_records(args.data, format=args.format, on_error="skip", **options)
     if len(result.rejects):
         path = rejects_path or Path(str(args.data).rstrip("/") + ".rejects.csv")
         result.rejects.save(path)
+        if args.on_error == "raise":
+            rows = result.rejects.rows
+            listed = "; ".join(f"{r['record_id'] or 'row ' + str(r['row'])}: {r['reason']}" for r in rows[:10])
+            more = f" (and {len(rows) - 10} more)" if len(rows) > 10 else ""
+            raise DataError(f"{len(rows)} of {result.n_read} records in {args.data} cannot be used: {listed}{more}. "
+                            f"All are listed in {path}; fix them, or pass --on-error skip to leave them out",
+                            record_id=rows[0]["record_id"])
         _info(f"{result.summary()}; rejects listed in {path}")
     return result.records
 

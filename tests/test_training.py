@@ -182,3 +182,30 @@ def test_checkpoints_leave_out_frozen_pretrained_weights_and_check_them(tmp_path
         other.encoders["text"].backbone.embeddings.word_embeddings.weight[0, 0] += 1.0
     with pytest.raises(CheckpointError, match="frozen pretrained weights that differ"):
         load_model_state(folder, other)
+
+
+def test_cli_train_on_a_messy_file_reports_every_problem_with_its_record_id(tmp_path):
+    good = "ACGTTGCAACGGTTAACCGT" * 20
+    rows = ["record_id\tdna_barcode\torder\tfamily\tgenus\tspecies",
+            f"ok1\t{good}\tDiptera\tMuscidae\tMusca\tMusca domestica",
+            f"bad-chars\tACGTXXQQ{good}\tDiptera\tMuscidae\tMusca\tMusca domestica",
+            f"ok2\t{good[::-1]}\tColeoptera\tCarabidae\tCarabus\tCarabus nemoralis",
+            f"ok2\t{good}\tColeoptera\tCarabidae\tCarabus\tCarabus nemoralis",
+            f"long\t{'A' * 12000}\tDiptera\tMuscidae\tMusca\tMusca domestica",
+            f"ok3\t{good}\tHymenoptera\tApidae\tApis\tApis mellifera"]
+    path = tmp_path / "messy.tsv"
+    path.write_text("\n".join(rows) + "\n")
+    r = subprocess.run(_cli("train", "--preset", "tiny", "--data", str(path), "--modalities", "dna,text",
+                            "--epochs", "1", "--out", str(tmp_path / "run")), capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+    for rid in ("bad-chars", "ok2", "long"):
+        assert rid in r.stderr
+    assert "3 of 6 records" in r.stderr
+    rejects = pd.read_csv(tmp_path / "run" / "data-rejects.csv")
+    assert len(rejects) == 3 and not (tmp_path / "run" / "checkpoints").exists()
+    r = subprocess.run(_cli("train", "--preset", "tiny", "--data", str(path), "--modalities", "dna,text",
+                            "--epochs", "1", "--batch-size", "2", "--out", str(tmp_path / "run2"), "--on-error", "skip",
+                            "--no-progress"), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "loaded 3 of 6 records" in r.stderr
+    assert (tmp_path / "run2" / "train_records.txt").read_text().split() == ["ok1", "ok2", "ok3"]
