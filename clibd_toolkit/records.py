@@ -283,17 +283,46 @@ def normalise_records(
             df[col] = pd.NA
         df[col] = df[col].astype("object")
 
-    keep = np.ones(n, dtype=bool)
+    failures = _Failures(rows, on_error, rejects)
+    new_ids = _normalise_ids(df, rows, where, failures)
+    _clean_column(df, DNA, clean_barcode, _fast_barcode, new_ids, failures, source)
+    _clean_column(df, SPLIT, clean_split, lambda v: v if type(v) is str and v in SPLITS else None, new_ids,
+                  failures, source)
+    for col in (*RANKS, BIN):
+        df[col] = _map_unique(df[col].tolist(), clean_taxon)
+    df[IMAGE] = [_normalise_image(v) for v in df[IMAGE].tolist()]
 
-    def fail(i: int, rid: Any, column: str, value: Any, exc: DataError, kind: str) -> None:
-        if on_error == "raise":
+    keep = failures.keep
+    no_modality = np.flatnonzero(keep & df[DNA].isna().to_numpy() & df[IMAGE].isna().to_numpy())
+    for i in no_modality:
+        failures.fail(i, new_ids[i], f"{DNA}/{IMAGE}", pd.NA, DataError(
+            f"record {new_ids[i]}{where}: has neither a barcode nor an image; every record needs at least one",
+            record_id=new_ids[i]), "no_modality")
+
+    df = df.loc[failures.keep]
+    extra = [c for c in df.columns if c not in CANONICAL_COLUMNS]
+    return df[list(CANONICAL_COLUMNS) + extra].reset_index(drop=True)
+
+
+class _Failures:
+    """Bad records met while normalising: raised at once (``on_error="raise"``) or left out and listed in
+    ``rejects`` (``"skip"``); ``keep`` marks the rows still in."""
+
+    def __init__(self, rows: list[int], on_error: OnError, rejects: Rejects | None):
+        self.rows, self.on_error, self.rejects = rows, on_error, rejects
+        self.keep = np.ones(len(rows), dtype=bool)
+
+    def fail(self, i: int, rid: Any, column: str, value: Any, exc: DataError, kind: str) -> None:
+        if self.on_error == "raise" or self.rejects is None:  # (skip without a collector is refused up front)
             raise exc
-        assert rejects is not None
-        rejects.add(row=rows[i], record_id=rid, column=column, value=value, reason=str(exc),
-                    kind=getattr(exc, "kind", kind))
-        keep[i] = False
+        self.rejects.add(row=self.rows[i], record_id=rid, column=column, value=value, reason=str(exc),
+                         kind=getattr(exc, "kind", kind))
+        self.keep[i] = False
 
-    # record ids: present, non-empty after stripping, unique (the first occurrence wins)
+
+def _normalise_ids(df: pd.DataFrame, rows: list[int], where: str, failures: _Failures) -> list[Any]:
+    """Record ids: present, non-empty after stripping, unique (the first occurrence wins). Writes the stripped
+    ids into ``df`` and returns them (NA for empty ones)."""
     raw_ids = df[RECORD_ID].tolist()
     new_ids: list[Any] = [pd.NA if _isna(v) else str(v).strip() for v in raw_ids]
     ids = pd.Series(new_ids, dtype=object)
@@ -305,64 +334,52 @@ def normalise_records(
             first_row.setdefault(new_ids[i], i)
         for i in np.flatnonzero(empty | dup):
             if empty[i]:
-                fail(i, raw_ids[i], RECORD_ID, raw_ids[i], DataError(
+                failures.fail(i, raw_ids[i], RECORD_ID, raw_ids[i], DataError(
                     f"row {rows[i]}{where}: empty {RECORD_ID}; every record needs a unique id", value=raw_ids[i]),
                     "empty_id")
                 new_ids[i] = pd.NA
             else:
                 text = new_ids[i]
-                fail(i, text, RECORD_ID, text, DataError(
+                failures.fail(i, text, RECORD_ID, text, DataError(
                     f"row {rows[i]}{where}: duplicate {RECORD_ID} {text!r} (first seen at row "
                     f"{rows[first_row[text]]}); record ids must be unique", record_id=text, value=text),
                     "duplicate_id")
     df[RECORD_ID] = new_ids
+    return new_ids
 
-    def clean_column(col: str, cleaner: Any, fast: Any) -> None:
-        values = df[col].tolist()
-        out = []
-        for i, (rid, value) in enumerate(zip(new_ids, values)):
-            if not keep[i]:
-                out.append(pd.NA)
-                continue
-            if _isna(value):
-                out.append(pd.NA)
-                continue
-            quick = fast(value)
-            if quick is not None:
-                out.append(quick)
-                continue
-            try:
-                out.append(cleaner(value, record_id=rid))
-            except DataError as exc:
-                if on_error == "raise" and source:
-                    raise _tagged(DataError(f"{source}: {exc}", record_id=exc.record_id, value=exc.value),
-                                  getattr(exc, "kind", "other")) from None
-                fail(i, rid, col, value, exc, "other")
-                out.append(pd.NA)
-        df[col] = out
 
-    clean_column(DNA, clean_barcode, _fast_barcode)
-    clean_column(SPLIT, clean_split, lambda v: v if type(v) is str and v in SPLITS else None)
+def _clean_column(df: pd.DataFrame, col: str, cleaner: Any, fast: Any, ids: list[Any], failures: _Failures,
+                  source: str) -> None:
+    """Clean ``df[col]`` in place with ``cleaner`` (``fast`` answers the common already-clean values, or None)."""
+    out = []
+    for i, (rid, value) in enumerate(zip(ids, df[col].tolist())):
+        if not failures.keep[i] or _isna(value):
+            out.append(pd.NA)
+            continue
+        quick = fast(value)
+        if quick is not None:
+            out.append(quick)
+            continue
+        try:
+            out.append(cleaner(value, record_id=rid))
+        except DataError as exc:
+            if failures.on_error == "raise" and source:
+                raise _tagged(DataError(f"{source}: {exc}", record_id=exc.record_id, value=exc.value),
+                              getattr(exc, "kind", "other")) from None
+            failures.fail(i, rid, col, value, exc, "other")
+            out.append(pd.NA)
+    df[col] = out
 
-    for col in (*RANKS, BIN):
-        df[col] = _map_unique(df[col].tolist(), clean_taxon)
 
-    df[IMAGE] = [
-        (v if (type(v) is str and v.strip()) else
-         pd.NA if (v is None or (not isinstance(v, (bytes, bytearray)) and (_isna(v) or str(v).strip() == "")))
-         else (bytes(v) if isinstance(v, (bytes, bytearray)) else str(v)))
-        for v in df[IMAGE].tolist()
-    ]
-
-    no_modality = np.flatnonzero(keep & df[DNA].isna().to_numpy() & df[IMAGE].isna().to_numpy())
-    for i in no_modality:
-        fail(i, new_ids[i], f"{DNA}/{IMAGE}", pd.NA, DataError(
-            f"record {new_ids[i]}{where}: has neither a barcode nor an image; every record needs at least one",
-            record_id=new_ids[i]), "no_modality")
-
-    df = df.loc[keep]
-    extra = [c for c in df.columns if c not in CANONICAL_COLUMNS]
-    return df[list(CANONICAL_COLUMNS) + extra].reset_index(drop=True)
+def _normalise_image(v: Any) -> Any:
+    """An image cell: a non-blank path string, bytes, or NA."""
+    if type(v) is str and v.strip():
+        return v
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v)
+    if v is None or _isna(v) or str(v).strip() == "":
+        return pd.NA
+    return str(v)
 
 
 # --- lineage consistency --------------------------------------------------------------------------------------

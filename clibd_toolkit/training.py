@@ -215,183 +215,241 @@ def _train(
     on_error: str = "raise",
     data_info: dict[str, Any] | None = None,
 ) -> TrainResult:
-    from tqdm.auto import tqdm
-
-    from .splits import has_splits, train_mask
-
     run_dir = Path(run_dir)
     rank, world = dist_info()
-    is_main = rank == 0
     check_records(records, need=model_config.modalities)
-    modalities = model_config.modalities
-    if len(modalities) < 2:
-        raise ConfigError(f"contrastive training needs at least two modalities; the model has {list(modalities)}")
+    if len(model_config.modalities) < 2:
+        raise ConfigError("contrastive training needs at least two modalities; the model has "
+                          f"{list(model_config.modalities)}")
+    resume_from = _resume_checkpoint(run_dir, model_config, train_config, resume)
+    train_records, n_rejected, split_applied = _training_records(records, model_config, run_dir, on_error,
+                                                                 rank=rank, world=world)
+    trainer = _Trainer(model_config, train_config, train_records, rank=rank, world=world)
+    if resume_from is not None:
+        trainer.restore(resume_from)
+        log.info("resuming %s from epoch %d (step %d)", run_dir, trainer.progress.epoch, trainer.progress.global_step)
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        info = {"n_records": len(records), "n_train": len(train_records), "n_rejected": n_rejected,
+                "splits_from_data": split_applied, **(data_info or {})}
+        write_run_info(run_dir, model_config, train_config, info)
+        from .io import atomic_write_text
 
-    # --- run folder and resume ---
+        atomic_write_text(run_dir / TRAIN_IDS_FILE, "\n".join(map(str, train_records[RECORD_ID])) + "\n")
+    trainer.step_module = wrap_for_training(trainer.model, trainer.device)  # DDP under torchrun
+
+    done = trainer.progress.global_step >= trainer.total_steps
+    for epoch in range(trainer.progress.epoch, train_config.epochs):
+        if done:
+            break
+        done = trainer.run_epoch(epoch)
+        trainer.end_epoch(epoch, records, run_dir, done=done)
+        if world > 1:
+            dist.barrier()
+    return trainer.finish(run_dir)
+
+
+def _resume_checkpoint(run_dir: Path, model_config: ModelConfig, train_config: TrainConfig,
+                       resume: bool) -> Path | None:
+    """The newest complete epoch checkpoint to resume from (None: start afresh), after checking that ``run_dir``
+    may be used: a resumed run must have been started with the same settings, a new one needs an empty folder."""
     existing = list_epoch_checkpoints(run_dir)
-    start_epoch, global_step = 0, 0
-    history: list[dict[str, Any]] = []
-    val_metrics: list[dict[str, Any]] = []
-    best_metric: float | None = None
-    best_epoch = 0
-    trainer_state = None
-    if resume:
-        if (run_dir / "run.json").is_file():
-            saved_model, saved_train, _ = read_run_info(run_dir)
-            if saved_model != model_config or saved_train.replace(progress=train_config.progress) != train_config:
-                raise CheckpointError(f"--resume: {run_dir} was started with different settings; resume with the "
-                                      "same preset, modalities and training options, or use a new --out folder")
+    if not resume:
         if existing:
-            trainer_state = load_trainer_state(existing[-1])
-    elif existing:
-        raise CheckpointError(f"{run_dir} already holds a training run; pass --resume to continue it or choose a new "
-                              "--out folder")
+            raise CheckpointError(f"{run_dir} already holds a training run; pass --resume to continue it or choose a "
+                                  "new --out folder")
+        return None
+    if (run_dir / "run.json").is_file():
+        saved_model, saved_train, _ = read_run_info(run_dir)
+        if saved_model != model_config or saved_train.replace(progress=train_config.progress) != train_config:
+            raise CheckpointError(f"--resume: {run_dir} was started with different settings; resume with the "
+                                  "same preset, modalities and training options, or use a new --out folder")
+    return existing[-1] if existing else None
 
-    rejects = Rejects()
+
+def _training_records(records: pd.DataFrame, model_config: ModelConfig, run_dir: Path, on_error: str, *,
+                      rank: int, world: int) -> tuple[pd.DataFrame, int, bool]:
+    """The records to train on (the ``pretrain`` + ``train`` splits when the table has splits, else all), checked
+    for trainability; returns them, how many were rejected (listed in ``run_dir/rejects.csv``) and whether the
+    data had splits."""
+    from .splits import has_splits, train_mask
+
     split_applied = has_splits(records)
     train_records = records.loc[train_mask(records)].reset_index(drop=True) if split_applied else records
     if not split_applied:
         log.warning("the data has no split column: training on all %d records, with no validation (the best "
                     "checkpoint is the last); assign CLIBD splits (clibd_toolkit.splits.assign_splits) to hold out "
                     "queries and keys", len(records))
-    train_records = check_trainable(train_records, modalities, model_config.dna_k, on_error=on_error, rejects=rejects)
-    if len(rejects) and is_main:
+    rejects = Rejects()
+    train_records = check_trainable(train_records, model_config.modalities, model_config.dna_k, on_error=on_error,
+                                    rejects=rejects)
+    if len(rejects) and rank == 0:
         rejects.save(run_dir / "rejects.csv")
         log.warning("left out %d unusable records, listed in %s", len(rejects), run_dir / "rejects.csv")
     if len(train_records) < max(2, world):
         raise DataError(f"only {len(train_records)} training record(s); contrastive training needs at least 2 (and "
                         f"one per process: {world})")
+    return train_records, len(rejects), split_applied
 
-    device = resolve_device(train_config.device)
-    use_bf16 = train_config.precision == "bf16" or (train_config.precision == "auto" and device.type == "cuda")
-    if use_bf16 and device.type == "cpu" and train_config.precision == "bf16":
-        log.info("bf16 autocast on CPU")
 
-    _seed_everything(train_config.seed)
-    model = CLIBDModel(model_config).to(device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=train_config.lr, weight_decay=train_config.weight_decay)
+@dataclass
+class _Progress:
+    """Where training stands: what an epoch checkpoint carries besides the weights and optimiser state."""
 
-    per_rank_batch = max(2, train_config.batch_size // world)
-    n_batches = len(train_records) // (per_rank_batch * world)
-    if n_batches == 0:
-        n_batches = 1  # fewer records than one global batch: one (smaller) batch per epoch
-    steps_per_epoch = max(1, n_batches // train_config.grad_accum_steps)
-    total_steps = steps_per_epoch * train_config.epochs
-    if train_config.max_steps:
-        total_steps = min(total_steps, train_config.max_steps)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=train_config.lr, total_steps=max(total_steps, 2), pct_start=train_config.pct_start,
-        anneal_strategy="cos", cycle_momentum=False, div_factor=train_config.div_factor,
-        final_div_factor=train_config.final_div_factor)
+    epoch: int = 0  # epochs completed
+    global_step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    val_metrics: list[dict[str, Any]] = field(default_factory=list)
+    best_metric: float | None = None
+    best_epoch: int = 0
 
-    if trainer_state is not None:
-        load_model_state(existing[-1], model)
-        optimizer.load_state_dict(trainer_state["optimizer"])
-        scheduler.load_state_dict(trainer_state["scheduler"])
-        start_epoch = int(trainer_state["epoch"])
-        global_step = int(trainer_state["global_step"])
-        history = list(trainer_state.get("history", []))
-        val_metrics = list(trainer_state.get("val_metrics", []))
-        best_metric = trainer_state.get("best_metric")
-        best_epoch = int(trainer_state.get("best_epoch", 0))
-        log.info("resuming %s from epoch %d (step %d)", run_dir, start_epoch, global_step)
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "_Progress":
+        return cls(epoch=int(state["epoch"]), global_step=int(state["global_step"]),
+                   history=list(state.get("history", [])), val_metrics=list(state.get("val_metrics", [])),
+                   best_metric=state.get("best_metric"), best_epoch=int(state.get("best_epoch", 0)))
 
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        info = {"n_records": len(records), "n_train": len(train_records), "n_rejected": len(rejects),
-                "splits_from_data": split_applied, **(data_info or {})}
-        write_run_info(run_dir, model_config, train_config, info)
-        from .io import atomic_write_text
+    def state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "global_step": self.global_step, "history": self.history,
+                "val_metrics": self.val_metrics, "best_metric": self.best_metric, "best_epoch": self.best_epoch}
 
-        atomic_write_text(run_dir / TRAIN_IDS_FILE, "\n".join(map(str, train_records[RECORD_ID])) + "\n")
 
-    step_module = wrap_for_training(model, device)
+class _Trainer:
+    """The model, optimiser, schedule and progress of one training run (one process of it under torchrun)."""
 
-    loss_fn = ContrastiveLoss()
-    done = global_step >= total_steps
-    for epoch in range(start_epoch, train_config.epochs):
-        if done:
-            break
-        epoch_seed = _epoch_seed(train_config.seed, epoch)
+    def __init__(self, model_config: ModelConfig, train_config: TrainConfig, train_records: pd.DataFrame, *,
+                 rank: int, world: int):
+        self.model_config, self.cfg, self.records = model_config, train_config, train_records
+        self.rank, self.world = rank, world
+        self.device = resolve_device(train_config.device)
+        self.bf16 = train_config.precision == "bf16" or (train_config.precision == "auto"
+                                                         and self.device.type == "cuda")
+        if self.bf16 and self.device.type == "cpu":
+            log.info("bf16 autocast on CPU")
+        _seed_everything(train_config.seed)
+        self.model = CLIBDModel(model_config).to(self.device)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=train_config.lr, weight_decay=train_config.weight_decay)
+
+        self.per_rank_batch = max(2, train_config.batch_size // world)
+        # fewer records than one global batch: one (smaller) batch per epoch
+        self.n_batches = max(1, len(train_records) // (self.per_rank_batch * world))
+        self.steps_per_epoch = max(1, self.n_batches // train_config.grad_accum_steps)
+        self.total_steps = self.steps_per_epoch * train_config.epochs
+        if train_config.max_steps:
+            self.total_steps = min(self.total_steps, train_config.max_steps)
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, max_lr=train_config.lr, total_steps=max(self.total_steps, 2),
+            pct_start=train_config.pct_start, anneal_strategy="cos", cycle_momentum=False,
+            div_factor=train_config.div_factor, final_div_factor=train_config.final_div_factor)
+        self.progress = _Progress()
+        self.step_module: torch.nn.Module | None = None  # set by _train after any restore (DDP under torchrun)
+        self.loss_fn = ContrastiveLoss()
+
+    def restore(self, checkpoint: Path) -> None:
+        state = load_trainer_state(checkpoint)
+        load_model_state(checkpoint, self.model)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.progress = _Progress.from_state(state)
+
+    def run_epoch(self, epoch: int) -> bool:
+        """Train one epoch (or up to ``total_steps``); returns whether training is done."""
+        from tqdm.auto import tqdm
+
+        cfg, progress, model = self.cfg, self.progress, self.model
+        epoch_seed = _epoch_seed(cfg.seed, epoch)
         # dropout masks: the epoch's seed, offset by rank so that ranks do not share masks (rank 0 = single process)
-        torch.manual_seed(epoch_seed + rank)
-        order = torch.randperm(len(train_records), generator=torch.Generator().manual_seed(epoch_seed)).numpy()
-        order = rank_slice(order, n_batches * per_rank_batch * world, rank, world)
+        torch.manual_seed(epoch_seed + self.rank)
+        order = torch.randperm(len(self.records), generator=torch.Generator().manual_seed(epoch_seed)).numpy()
+        order = rank_slice(order, self.n_batches * self.per_rank_batch * self.world, self.rank, self.world)
         model.train()
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{train_config.epochs}", unit="step",
-                   disable=not (train_config.progress and is_main), leave=False)
-        optimizer.zero_grad(set_to_none=True)
-        accum = 0
-        for b in range(0, len(order), per_rank_batch):
-            idx = order[b: b + per_rank_batch]
-            if len(idx) < 2 and world == 1:
+        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                   disable=not (cfg.progress and self.rank == 0), leave=False)
+        self.optimizer.zero_grad(set_to_none=True)
+        accum, done = 0, False
+        for b in range(0, len(order), self.per_rank_batch):
+            idx = order[b: b + self.per_rank_batch]
+            if len(idx) < 2 and self.world == 1:
                 continue
-            chunk = train_records.iloc[idx]
-            rngs = [np.random.default_rng([train_config.seed, epoch, int(i)]) for i in idx]
-            batch = make_batch(model.preprocess, chunk, modalities, train=train_config.augment, rngs=rngs,
-                               text_for_all=True)
-            sync = accum + 1 >= train_config.grad_accum_steps or world == 1
-            # gradient accumulation under DDP: all-reduce only on the micro-batch that ends the step
-            with (contextlib.nullcontext() if sync else step_module.no_sync()):
-                loss = batch_loss(step_module, loss_fn, batch, modalities, device=device, bf16=use_bf16)
-                (loss / train_config.grad_accum_steps).backward()
+            loss = self._backward(epoch, idx, sync=accum + 1 >= cfg.grad_accum_steps or self.world == 1)
             accum += 1
-            if accum < train_config.grad_accum_steps:
+            if accum < cfg.grad_accum_steps:
                 continue
-            step_lr = optimizer.param_groups[0]["lr"]  # the learning rate this step used
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+            step_lr = self.optimizer.param_groups[0]["lr"]  # the learning rate this step used
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
             model.clamp_logit_scale()
             accum = 0
-            global_step += 1
-            history.append({"epoch": epoch + 1, "step": global_step, "loss": float(loss.detach()),
-                            "lr": step_lr, "logit_scale": float(model.scale().detach())})
+            progress.global_step += 1
+            progress.history.append({"epoch": epoch + 1, "step": progress.global_step, "loss": float(loss.detach()),
+                                     "lr": step_lr, "logit_scale": float(model.scale().detach())})
             bar.update(1)
-            bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
-            if global_step >= total_steps:
+            bar.set_postfix(loss=f"{progress.history[-1]['loss']:.4f}")
+            if progress.global_step >= self.total_steps:
                 done = True
                 break
         bar.close()
-        if history and not math.isfinite(history[-1]["loss"]):
-            raise DataError(f"the loss became {history[-1]['loss']} at step {global_step}; lower the learning rate")
+        if progress.history and not math.isfinite(progress.history[-1]["loss"]):
+            raise DataError(f"the loss became {progress.history[-1]['loss']} at step {progress.global_step}; lower "
+                            "the learning rate")
+        return done
 
-        metric, detail = (None, {})
-        if ((epoch + 1) % train_config.eval_every == 0 or done or epoch + 1 == train_config.epochs) and is_main:
-            metric, detail = _validation_metric(model, records)
+    def _backward(self, epoch: int, idx: np.ndarray, *, sync: bool) -> torch.Tensor:
+        """Forward and backward of one micro-batch (record positions ``idx``); returns its loss."""
+        cfg = self.cfg
+        rngs = [np.random.default_rng([cfg.seed, epoch, int(i)]) for i in idx]
+        batch = make_batch(self.model.preprocess, self.records.iloc[idx], self.model_config.modalities,
+                           train=cfg.augment, rngs=rngs, text_for_all=True)
+        # gradient accumulation under DDP: all-reduce only on the micro-batch that ends the step
+        with (contextlib.nullcontext() if sync else self.step_module.no_sync()):
+            loss = batch_loss(self.step_module, self.loss_fn, batch, self.model_config.modalities,
+                              device=self.device, bf16=self.bf16)
+            (loss / cfg.grad_accum_steps).backward()
+        return loss
+
+    def end_epoch(self, epoch: int, records: pd.DataFrame, run_dir: Path, *, done: bool) -> None:
+        """Validate when due (rank 0), then write the epoch checkpoint, ``best`` when it improved, history.csv."""
+        cfg, progress, is_main = self.cfg, self.progress, self.rank == 0
+        progress.epoch = epoch + 1
+        metric = None
+        if ((epoch + 1) % cfg.eval_every == 0 or done or epoch + 1 == cfg.epochs) and is_main:
+            metric, detail = _validation_metric(self.model, records)
             if detail:
-                val_metrics.append({"epoch": epoch + 1, **detail})
-        improved = metric is None or best_metric is None or metric > best_metric
+                progress.val_metrics.append({"epoch": epoch + 1, **detail})
+        improved = metric is None or progress.best_metric is None or metric > progress.best_metric
         if improved:
-            best_metric, best_epoch = metric, epoch + 1
-        if is_main:
-            meta = {"epoch": epoch + 1, "global_step": global_step, "val_metric": metric,
-                    "model_config": model_config.to_json_dict(), "train_config": train_config.to_json_dict()}
-            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
-                     "global_step": global_step, "history": history, "val_metrics": val_metrics,
-                     "best_metric": best_metric, "best_epoch": best_epoch}
-            save_checkpoint(run_dir, f"epoch-{epoch + 1:04d}", model, trainer_state=state, meta=meta)
-            if improved:
-                save_checkpoint(run_dir, "best", model, trainer_state=None, meta=meta)
-            pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
-            prune_checkpoints(run_dir, train_config.keep_checkpoints)
-        if world > 1:
-            dist.barrier()
+            progress.best_metric, progress.best_epoch = metric, epoch + 1
+        if not is_main:
+            return
+        meta = {"epoch": epoch + 1, "global_step": progress.global_step, "val_metric": metric,
+                "model_config": self.model_config.to_json_dict(), "train_config": cfg.to_json_dict()}
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 **progress.state()}
+        save_checkpoint(run_dir, f"epoch-{epoch + 1:04d}", self.model, trainer_state=state, meta=meta)
+        if improved:
+            save_checkpoint(run_dir, "best", self.model, trainer_state=None, meta=meta)
+        pd.DataFrame(progress.history).to_csv(run_dir / "history.csv", index=False)
+        prune_checkpoints(run_dir, cfg.keep_checkpoints)
 
-    if is_main and not (run_dir / "checkpoints" / "best").is_dir() and list_epoch_checkpoints(run_dir):
-        raise CheckpointError(f"{run_dir}: no best checkpoint was written")
-    if is_main:
-        load_model_state(checkpoint_folder(run_dir, "best"), model)
-    if world > 1:
-        # the other ranks take rank 0's best weights and bookkeeping (no shared file system needed)
-        broadcast_module(model)
-        shared = [best_epoch, best_metric, val_metrics]
-        dist.broadcast_object_list(shared, src=0)
-        best_epoch, best_metric, val_metrics = shared
-    model.eval()
-    return TrainResult(run_dir, model, epochs=train_config.epochs, steps=global_step, history=pd.DataFrame(history),
-                       best_epoch=best_epoch, best_metric=best_metric, val_metrics=val_metrics)
+    def finish(self, run_dir: Path) -> TrainResult:
+        """Load the best checkpoint (rank 0; the other ranks take its weights) and return the result."""
+        progress, model = self.progress, self.model
+        if self.rank == 0:
+            if not (run_dir / "checkpoints" / "best").is_dir() and list_epoch_checkpoints(run_dir):
+                raise CheckpointError(f"{run_dir}: no best checkpoint was written")
+            load_model_state(checkpoint_folder(run_dir, "best"), model)
+        if self.world > 1:
+            # the other ranks take rank 0's best weights and bookkeeping (no shared file system needed)
+            broadcast_module(model)
+            shared = [progress.best_epoch, progress.best_metric, progress.val_metrics]
+            dist.broadcast_object_list(shared, src=0)
+            progress.best_epoch, progress.best_metric, progress.val_metrics = shared
+        model.eval()
+        return TrainResult(run_dir, model, epochs=self.cfg.epochs, steps=progress.global_step,
+                           history=pd.DataFrame(progress.history), best_epoch=progress.best_epoch,
+                           best_metric=progress.best_metric, val_metrics=progress.val_metrics)
 
 
 # --- one training step, single process or DDP ------------------------------------------------------------

@@ -132,7 +132,9 @@ class Survey:
         return frame[list(CANONICAL_COLUMNS) + list(TRUTH_COLUMNS)]
 
     def _images(self, start: int, species: np.ndarray) -> list[bytes]:
-        assert self.renderer is not None
+        if self.renderer is None:
+            raise ConfigError("this simulated survey has no images (SimulatorConfig(images=False)); "
+                              "simulate with images=True to render them")
         out = []
         for offset, s in enumerate(species.tolist()):
             rng = np.random.default_rng([self.config.seed, 11, start + offset])
