@@ -131,6 +131,8 @@ def list_epoch_checkpoints(run_dir: str | Path) -> list[Path]:
 
 
 def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` epoch checkpoints of ``run_dir`` (``keep <= 0``: keep all); ``best`` is
+    never touched."""
     if keep <= 0:
         return
     for folder in list_epoch_checkpoints(run_dir)[:-keep]:
@@ -185,6 +187,7 @@ def load_model_state(folder: Path, model: torch.nn.Module, *, verify: bool = Tru
 
 def write_run_info(run_dir: str | Path, model_config: ModelConfig, train_config: TrainConfig,
                    data: dict[str, Any]) -> None:
+    """Write ``run_dir/run.json`` atomically: the toolkit version, both configs and a summary of the data."""
     from . import __version__
 
     info = {"config_kind": "run", "clibd_toolkit_version": __version__, "model": model_config.to_json_dict(),
@@ -193,6 +196,8 @@ def write_run_info(run_dir: str | Path, model_config: ModelConfig, train_config:
 
 
 def read_run_info(run_dir: str | Path) -> tuple[ModelConfig, TrainConfig, dict[str, Any]]:
+    """Read ``run_dir/run.json`` back into ``(ModelConfig, TrainConfig, data summary)``; CheckpointError when it
+    is missing or unreadable."""
     path = Path(run_dir) / RUN_FILE
     if not path.is_file():
         raise CheckpointError(f"{run_dir} is not a training run folder (no {RUN_FILE}); pass the --out folder of "
@@ -205,6 +210,8 @@ def read_run_info(run_dir: str | Path) -> tuple[ModelConfig, TrainConfig, dict[s
 
 
 def load_trainer_state(folder: Path) -> dict[str, Any]:
+    """The optimiser, scheduler and progress state of an epoch checkpoint (``trainer.pt``), loaded with
+    ``weights_only=True``: a file carrying code is refused with a CheckpointError."""
     path = folder / "trainer.pt"
     if not path.is_file():
         raise CheckpointError(f"{folder} has no trainer state; it cannot be resumed from")

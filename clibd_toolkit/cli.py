@@ -39,6 +39,7 @@ def _func_name(command: str) -> str:
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """Add the options every data-reading command shares: ``--data``, ``--format``, ``--image-root``, ``--on-error``."""
     group = parser.add_argument_group("data")
     group.add_argument("--data", required=required, metavar="DATA",
                        help="records: BOLD TSV, CSV/TSV/Parquet, FASTA, CLIBD HDF5, BIOSCAN folder or simulator folder")
@@ -62,8 +63,6 @@ def load_data(args: argparse.Namespace, rejects_path: Path | None = None):
     if getattr(args, "image_root", None):
         fmt = detect_format(Path(args.data)) if args.format == "auto" else args.format
         if "image_root" not in reader_options(fmt):
-            from .errors import DataError
-
             raise DataError(f"--image-root does not apply to {fmt} data (its images are not files beside a table)")
         options["image_root"] = args.image_root
     result = read_records(args.data, format=args.format, on_error="skip", **options)
@@ -89,10 +88,12 @@ def _info(message: str) -> None:
 
 
 def add_presets_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``clibd presets``."""
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def run_presets(args: argparse.Namespace) -> int:
+    """``clibd presets``: each preset's encoders with their parameter counts (a table, or JSON)."""
     from .encoders import list_architectures
     from .model import CLIBDModel
     from .presets import get_preset, list_presets
@@ -127,6 +128,7 @@ def run_presets(args: argparse.Namespace) -> int:
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``clibd train`` (defaults from :class:`~clibd_toolkit.config.TrainConfig`)."""
     from .config import TrainConfig
 
     defaults = TrainConfig()
@@ -160,6 +162,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def model_config_from_args(args: argparse.Namespace):
+    """The ModelConfig that ``clibd train`` options describe: a saved config file or a preset, narrowed to
+    ``--modalities`` and with the fine-tuning options applied."""
     from .config import AdapterConfig, ModelConfig
     from .presets import get_preset
 
@@ -178,6 +182,7 @@ def model_config_from_args(args: argparse.Namespace):
 
 
 def run_train(args: argparse.Namespace) -> int:
+    """``clibd train``: load the data, train, and print a one-line JSON summary of the run."""
     from .config import TrainConfig
     from .training import train
 
@@ -207,6 +212,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``clibd`` argument parser with every subcommand."""
     from . import __version__
 
     parser = argparse.ArgumentParser(
@@ -226,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``clibd`` command: returns the exit status (2 with a one-line message on bad input)."""
     from .errors import ClibdError
 
     parser = build_parser()

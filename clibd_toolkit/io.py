@@ -41,11 +41,13 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename: readers see the old or the new file."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
@@ -65,6 +67,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(chunk), b""):

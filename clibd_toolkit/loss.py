@@ -31,6 +31,7 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """All ranks' ``tensor`` concatenated along dim 0 (no gradient); the tensor itself when not distributed."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return tensor
     parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]

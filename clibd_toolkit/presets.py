@@ -78,6 +78,7 @@ DEFAULT_PRESET = "cpu"
 
 
 def list_presets() -> list[str]:
+    """Names of the model presets (``paper``, ``cpu``, ``tiny``)."""
     return list(_PRESETS)
 
 

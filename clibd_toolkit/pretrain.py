@@ -95,6 +95,7 @@ def _bert(config: PretrainConfig, tokenizer: KmerTokenizer):
 @torch.no_grad()
 def masked_accuracy(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, batch_size: int,
                     device: torch.device) -> float:
+    """Share of masked tokens the MLM model predicts correctly (positions whose label is not -100)."""
     model.eval()
     hits = total = 0
     for i in range(0, len(ids), batch_size):
@@ -194,6 +195,7 @@ def pretrain_dna(barcodes: Sequence[str], config: PretrainConfig, out_dir: str |
 
 
 def add_pretrain_dna_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``clibd pretrain-dna``."""
     from .cli import add_data_arguments
 
     d = PretrainConfig()
@@ -214,6 +216,7 @@ def add_pretrain_dna_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_pretrain_dna(args: argparse.Namespace) -> int:
+    """``clibd pretrain-dna``: masked k-mer pretraining of the DNA encoder on the barcodes of ``--data``."""
     from .cli import load_data
     from .schema import DNA, RECORD_ID, SPLIT
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, DataError
@@ -133,6 +132,7 @@ def write_evaluation(evaluation: ModelEvaluation, out_dir: str | Path, config: d
 
 
 def read_train_ids(run_dir: str | Path) -> set[str] | None:
+    """Record ids a run trained on (``train_records.txt``), or None for a run folder without the file."""
     from .training import TRAIN_IDS_FILE
 
     path = Path(run_dir) / TRAIN_IDS_FILE
@@ -145,6 +145,7 @@ def read_train_ids(run_dir: str | Path) -> set[str] | None:
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``clibd evaluate``."""
     from .cli import add_data_arguments
 
     add_data_arguments(parser)
@@ -162,6 +163,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    """``clibd evaluate``: the CLIBD protocol for a run on a dataset, written to ``--out``."""
     from .checkpoint import load_run, read_run_info
     from .cli import load_data
     from .training import resolve_device
@@ -257,6 +259,7 @@ def identify_records(model, queries: pd.DataFrame, reference: EmbeddingSet | pd.
 
 
 def add_identify_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``clibd identify``."""
     parser.add_argument("--run", required=True, help="training run folder (clibd train --out)")
     parser.add_argument("--reference", required=True,
                         help="reference library: a records file (embedded now) or an embedding file (.parquet)")
@@ -276,6 +279,7 @@ def add_identify_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_identify(args: argparse.Namespace) -> int:
+    """``clibd identify``: name each query at every rank, with neighbours, scores and the novelty flag."""
     from .checkpoint import load_run
     from .identification import NoveltyCalibration
     from .io import atomic_path

@@ -24,6 +24,8 @@ from ..errors import ConfigError
 
 @dataclass(frozen=True)
 class EncoderSpec:
+    """A registered encoder architecture: its name, modality, builder and a one-line description."""
+
     name: str
     modality: str
     builder: Callable[[EncoderConfig, ModelConfig], nn.Module]
@@ -51,6 +53,7 @@ def _load_builtin() -> None:
 
 
 def list_architectures(modality: str | None = None) -> list[EncoderSpec]:
+    """Registered encoder architectures, all or those of one modality."""
     _load_builtin()
     return [s for (m, _), s in sorted(_REGISTRY.items()) if modality is None or m == modality]
 

