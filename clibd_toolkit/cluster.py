@@ -170,8 +170,6 @@ def cluster_embeddings(embeddings: EmbeddingSet, *, modality: str = "dna",
         ConfigError: bad parameters, too many records for agglomerative, missing umap-learn.
         DataError: nothing to cluster.
     """
-    from sklearn.cluster import HDBSCAN, AgglomerativeClustering
-
     if method not in METHODS:
         raise ConfigError(f"unknown clustering method {method!r}; expected one of {list(METHODS)}")
     if modality not in embeddings.modalities:
@@ -188,26 +186,50 @@ def cluster_embeddings(embeddings: EmbeddingSet, *, modality: str = "dna",
     vectors = embeddings.vectors[modality][rows]
     if umap_dims is not None:
         vectors = _reduce(vectors, umap_dims, umap_neighbors, seed)
+    if method == "agglomerative" and n_clusters is None:
+        n_clusters = int(meta["species"].nunique(dropna=True))
+        if n_clusters < 1:
+            raise ConfigError("no selected record has a species label; pass n_clusters")
+    labels = _fit_labels(vectors, method, n_clusters=n_clusters, linkage=linkage, min_cluster_size=min_cluster_size,
+                         min_samples=min_samples, max_records=max_records)
+    scores = _score_clusters(labels, meta, hdbscan=method == "hdbscan", n_without=n_without)
+    settings = {"modality": modality, "method": method,
+                "selection": selection if isinstance(selection, str) else "mask", "umap_dims": umap_dims,
+                "n_clusters": n_clusters, "linkage": linkage if method == "agglomerative" else None,
+                "min_cluster_size": min_cluster_size if method == "hdbscan" else None,
+                "min_samples": min_samples if method == "hdbscan" else None,
+                "umap_neighbors": umap_neighbors if umap_dims else None, "seed": seed}
+    return ClusterResult(labels=labels.astype(np.int64), record_ids=meta[RECORD_ID].to_numpy(dtype=object),
+                         species=meta["species"].to_numpy(dtype=object), bins=meta[BIN].to_numpy(dtype=object),
+                         scores=scores, settings=settings)
+
+
+def _fit_labels(vectors: np.ndarray, method: str, *, n_clusters: int | None, linkage: str, min_cluster_size: int,
+                min_samples: int | None, max_records: int) -> np.ndarray:
+    """Cluster labels of ``vectors`` (-1: HDBSCAN noise), after checking the parameters against the data size."""
+    from sklearn.cluster import HDBSCAN, AgglomerativeClustering
+
+    n = len(vectors)
     if method == "agglomerative":
-        if n_clusters is None:
-            n_clusters = int(meta["species"].nunique(dropna=True))
-            if n_clusters < 1:
-                raise ConfigError("no selected record has a species label; pass n_clusters")
-        if not 1 <= n_clusters <= len(rows):
-            raise ConfigError(f"n_clusters={n_clusters} must be between 1 and the number of records ({len(rows)})")
-        if len(rows) > max_records:
-            gigabytes = 8 * len(rows) * (len(rows) - 1) / 2 / 1e9
-            raise ConfigError(f"agglomerative clustering of {len(rows)} records needs a {gigabytes:.1f} GB distance "
+        if not 1 <= n_clusters <= n:
+            raise ConfigError(f"n_clusters={n_clusters} must be between 1 and the number of records ({n})")
+        if n > max_records:
+            gigabytes = 8 * n * (n - 1) / 2 / 1e9
+            raise ConfigError(f"agglomerative clustering of {n} records needs a {gigabytes:.1f} GB distance "
                               f"matrix (limit max_records={max_records}); use method='hdbscan' with umap_dims=50, "
                               "cluster a subset, or raise max_records on a machine with enough memory")
-        labels = AgglomerativeClustering(n_clusters=n_clusters, linkage=linkage).fit_predict(vectors)
-    else:
-        if n_clusters is not None:
-            raise ConfigError("HDBSCAN chooses the number of clusters itself; leave n_clusters unset")
-        options = {"copy": True} if "copy" in inspect.signature(HDBSCAN).parameters else {}  # sklearn >= 1.5
-        labels = HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples, **options).fit_predict(vectors)
+        return AgglomerativeClustering(n_clusters=n_clusters, linkage=linkage).fit_predict(vectors)
+    if n_clusters is not None:
+        raise ConfigError("HDBSCAN chooses the number of clusters itself; leave n_clusters unset")
+    options = {"copy": True} if "copy" in inspect.signature(HDBSCAN).parameters else {}  # sklearn >= 1.5
+    return HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples, **options).fit_predict(vectors)
+
+
+def _score_clusters(labels: np.ndarray, meta: pd.DataFrame, *, hdbscan: bool, n_without: int) -> dict[str, Any]:
+    """Cluster counts, and AMI/ARI/V-measure against each target (species, BIN) over its labelled records; for
+    HDBSCAN also over the labelled records it did cluster (``*_clustered``)."""
     clustered = labels >= 0
-    scores: dict[str, Any] = {"n_records": len(rows), "n_without_modality": n_without,
+    scores: dict[str, Any] = {"n_records": len(labels), "n_without_modality": n_without,
                               "n_clusters": int(len(np.unique(labels[clustered]))),
                               "unclustered_fraction": float(1 - clustered.mean())}
     for target in TARGETS:
@@ -218,21 +240,13 @@ def cluster_embeddings(embeddings: EmbeddingSet, *, modality: str = "dna",
         true = truth[labelled].astype(str).to_numpy()
         entry: dict[str, Any] = {"n_labelled": int(labelled.sum()), "n_true": int(len(np.unique(true))),
                                  **clustering_scores(true, labels[labelled])}
-        if method == "hdbscan":
+        if hdbscan:
             both = labelled & clustered
             if both.any():
                 entry.update({f"{k}_clustered": v for k, v in
                               clustering_scores(truth[both].astype(str).to_numpy(), labels[both]).items()})
         scores[target] = entry
-    settings = {"modality": modality, "method": method,
-                "selection": selection if isinstance(selection, str) else "mask", "umap_dims": umap_dims,
-                "n_clusters": n_clusters, "linkage": linkage if method == "agglomerative" else None,
-                "min_cluster_size": min_cluster_size if method == "hdbscan" else None,
-                "min_samples": min_samples if method == "hdbscan" else None,
-                "umap_neighbors": umap_neighbors if umap_dims else None, "seed": seed}
-    return ClusterResult(labels=labels.astype(np.int64), record_ids=meta[RECORD_ID].to_numpy(dtype=object),
-                         species=meta["species"].to_numpy(dtype=object), bins=meta[BIN].to_numpy(dtype=object),
-                         scores=scores, settings=settings)
+    return scores
 
 
 # --- CLI: clibd cluster --embeddings FILE.parquet --out DIR ----------------------------------------------------

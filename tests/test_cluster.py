@@ -105,6 +105,10 @@ def test_guards_and_selection():
         cluster_embeddings(data, max_records=10)
     with pytest.raises(ConfigError, match="expected one of"):
         cluster_embeddings(data, method="kmeans")
+    with pytest.raises(ConfigError, match=r"n_clusters=31 must be between 1 and the number of records \(30\)"):
+        cluster_embeddings(data, n_clusters=31)
+    with pytest.raises(ConfigError, match="HDBSCAN chooses the number of clusters itself"):
+        cluster_embeddings(data, method="hdbscan", n_clusters=3)
     seen_only = EmbeddingSet(data.metadata.assign(split="train"), data.vectors)
     with pytest.raises(DataError, match="selection='all'"):
         cluster_embeddings(seen_only)
