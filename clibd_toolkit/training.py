@@ -32,7 +32,7 @@ from .checkpoint import (
     write_run_info,
 )
 from .config import ModelConfig, TrainConfig
-from .distributed import broadcast_module, init_distributed, teardown_distributed
+from .distributed import broadcast_module, distributed_session
 from .errors import CheckpointError, ConfigError, DataError
 from .loss import ContrastiveLoss
 from .model import CLIBDModel
@@ -196,26 +196,13 @@ def train(
     Raises:
         ConfigError, DataError, CheckpointError: bad settings, unusable records, or a run folder that does not fit.
     """
-    _, created = init_distributed()
-    try:
-        return _train(records, model_config, train_config, run_dir, resume=resume, on_error=on_error,
+    with distributed_session():
+        return _train(records, model_config, train_config, Path(run_dir), resume=resume, on_error=on_error,
                       data_info=data_info)
-    finally:
-        if created:
-            teardown_distributed()
 
 
-def _train(
-    records: pd.DataFrame,
-    model_config: ModelConfig,
-    train_config: TrainConfig = TrainConfig(),
-    run_dir: str | Path = "run",
-    *,
-    resume: bool = False,
-    on_error: str = "raise",
-    data_info: dict[str, Any] | None = None,
-) -> TrainResult:
-    run_dir = Path(run_dir)
+def _train(records: pd.DataFrame, model_config: ModelConfig, train_config: TrainConfig, run_dir: Path, *,
+           resume: bool, on_error: str, data_info: dict[str, Any] | None) -> TrainResult:
     rank, world = dist_info()
     check_records(records, need=model_config.modalities)
     if len(model_config.modalities) < 2:
