@@ -7,8 +7,13 @@ forward pass with ``torch.utils.flop_counter.FlopCounterMode`` and times it, alt
 over ``--repeats`` of (encoder FLOP/s) / (matmul FLOP/s measured right around it), so machine load cancels out as
 far as it can. Target (issue 6): >= 0.5 for the DNA and text transformers.
 
-Variants measured side by side: ``eager`` (what the toolkit runs) and ``compiled`` (``torch.compile`` of the same
-encoder, fixed shapes) with ``--compile``; tokenisation cost is reported separately (records/s of the tokenizer).
+Variants measured side by side: ``eager`` (what the toolkit runs), for the DNA encoder also ``unchunked-ffn`` (the
+same weights with transformers' plain BERT feed-forward, which the toolkit replaces in eval mode by a chunked one,
+see :mod:`clibd_toolkit.encoders.dna`), and ``compiled`` (``torch.compile`` of the same encoder, fixed shapes) with
+``--compile``; tokenisation cost is reported separately (records/s of the tokenizer).
+
+FLOPs include attention: torch's counter has no formula for the CPU flash-attention kernel, which
+``benchmarks/_common.flop_counter`` adds (torch's own SDPA formula).
 
 Inputs: ``cpu`` preset architecture with random weights (speed does not depend on the values), DNA: random ACGT
 barcodes of 658 nt (133 tokens), text: "order family genus species" strings (32 tokens), images: random
@@ -19,6 +24,7 @@ barcodes of 658 nt (133 tokens), text: "order family genus species" strings (32 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
@@ -125,6 +131,9 @@ def main() -> None:
     for modality in model.modalities:
         encoder = model.encoders[modality]
         variants = {"eager": encoder}
+        if hasattr(encoder, "chunk_ffn"):
+            variants["unchunked-ffn"] = copy.deepcopy(encoder)
+            variants["unchunked-ffn"].chunk_ffn = False
         if args.compile:
             variants["compiled"] = torch.compile(encoder, dynamic=False)
         for batch in args.batch_sizes:

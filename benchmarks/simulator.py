@@ -8,13 +8,12 @@ Prints one JSON object. The inputs are named (sizes, seed, image size), so a rer
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import tempfile
 import time
 import tracemalloc
 
+from _common import conditions, emit
 from clibd_toolkit.simulator import SimulatorConfig, simulate_records, write_survey
 
 
@@ -70,9 +69,9 @@ def main() -> None:
         "dna_and_images": {"generate_records_per_s": round(args.image_records / img_gen, 1),
                            "write_folder_records_per_s": round(args.image_records / img_write, 1),
                            "write_seconds": round(img_write, 2), "folder_mib": round(img_bytes / 2**20, 1)},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "conditions": conditions(),
     }
-    print(json.dumps(result, indent=2))
+    emit(result)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ One step = the forward of every encoder on a batch, the CLIBD contrastive loss (
 backward pass and an AdamW update: exactly :func:`clibd_toolkit.training.batch_loss` + backward + ``optimizer.step``
 as :func:`clibd_toolkit.training.train` runs them (bf16 autocast when ``--precision bf16``), with random weights and
 synthetic inputs of the preset's real shapes already on the device (data loading is excluded): images
-(B, 3, S, S), DNA k-mer ids (B, 133), text token ids (B, L).
+(B, 3, S, S), random 658-nt barcodes as the preset preprocesses them (k-mer ids (B, 133), mask, and the k-mer bag
+of the ``cpu`` preset), text token ids (B, L).
 
 FLOPs of one step (forward + backward) are counted with ``torch.utils.flop_counter.FlopCounterMode``; MFU =
 counted FLOPs x steps/s / ``--peak-tflops``. The default peak on CUDA is 989 TFLOP/s, the dense bf16 Tensor Core
@@ -59,10 +60,10 @@ def synthetic_batch(model, cfg, batch_size: int, device: torch.device, seed: int
     if "image" in cfg.modalities:
         inputs["image"] = torch.rand(batch_size, 3, cfg.image_size, cfg.image_size, generator=g).to(device)
     if "dna" in cfg.modalities:
-        n_tokens = cfg.dna_max_length // cfg.dna_k + 1
-        ids = torch.randint(3, 3 + 4**cfg.dna_k, (batch_size, n_tokens), generator=g)
-        ids[:, 0] = 2  # the prefix token
-        inputs["dna"] = {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)}
+        # random 658-nt barcodes through the preset's own DNA preprocessing (k-mer ids, mask, k-mer bag if used)
+        bases = torch.randint(0, 4, (batch_size, 658), generator=g).tolist()
+        barcodes = ["".join("ACGT"[b] for b in row) for row in bases]
+        inputs["dna"] = {k: v.to(device) for k, v in model.preprocess.dna(barcodes).items()}
     if "text" in cfg.modalities:
         vocab = model.encoders["text"].backbone.config.vocab_size
         ids = torch.randint(1000, vocab, (batch_size, cfg.text_max_length), generator=g)

@@ -1,0 +1,64 @@
+"""Every benchmark script runs from the repository with small inputs and prints one JSON object naming its inputs."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BOLD = REPO.parent / "shared" / "data" / "bold-insect-coi"
+
+SMALL = {
+    "encoder_throughput": ["--threads", "1", "--modalities", "dna,text", "--batch-sizes", "4", "--repeats", "1",
+                           "--min-seconds", "0.05", "--matmul-n", "128"],
+    "train_throughput": ["--smoke"],
+    "search": ["--keys", "3000", "--queries", "20", "--dim", "32", "--clusters", "50", "--nlist", "16",
+               "--nprobe", "2", "--repeats", "1"],
+    "embed_memory": ["--sizes", "300", "600", "--chunk-size", "200", "--batch-size", "64"],
+    "umap_plot": ["--points", "400", "--dim", "16", "--species", "10"],
+    "latent_space": ["--records", "400", "--species", "10", "--umap-records", "200", "--no-browser"],
+    "simulator": ["--dna-records", "300", "--image-records", "20", "--image-size", "32"],
+}
+
+
+def run_benchmark(name: str, args: list[str], tmp_path: Path) -> dict:
+    if name == "embed_memory":
+        args = [*args, "--workdir", str(tmp_path)]
+    # one numba cache for the whole session: the UMAP benchmarks then compile their kernels once, not per script
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(Path(tempfile.gettempdir()) / "clibd-test-numba-cache")}
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)  # exactly one JSON object on stdout
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_benchmark_prints_one_json_object(name, tmp_path):
+    result = run_benchmark(name, SMALL[name], tmp_path)
+    assert result["benchmark"] == name
+    assert "conditions" in result and result["conditions"]["torch"]
+
+
+def test_encoder_throughput_counts_attention(tmp_path):
+    result = run_benchmark("encoder_throughput", SMALL["encoder_throughput"], tmp_path)
+    dna = next(r for r in result["results"] if r["modality"] == "dna" and r["variant"] == "eager")
+    # cpu preset DNA encoder, 133 tokens, hidden 128, 4 layers, FFN 512: linear layers 2 * (4 h^2 + 2 h f) per token
+    # and layer, attention 4 * L^2 * h per layer, plus the k-mer bag projection (1,024 x 128) and the head (256 x 256)
+    linear = 133 * 4 * 2 * (4 * 128 * 128 + 2 * 128 * 512)
+    attention = 4 * 4 * 133 * 133 * 128
+    heads = 2 * 1024 * 128 + 2 * 256 * 256
+    assert dna["gflop_per_record"] == pytest.approx((linear + attention + heads) / 1e9, abs=1e-4)
+    assert {r["variant"] for r in result["results"] if r["modality"] == "dna"} == {"eager", "unchunked-ffn"}
+
+
+@pytest.mark.skipif(not BOLD.is_dir(), reason="real BOLD barcodes not present (../shared/data/bold-insect-coi)")
+def test_bold_protocol_smoke(tmp_path):
+    result = run_benchmark("bold_protocol", ["--limit", "3000", "--train-minutes", "0.2", "--epochs", "1",
+                                             "--out", str(tmp_path / "out")], tmp_path)
+    assert result["benchmark"] == "bold_protocol"
+    assert (tmp_path / "out" / "bold_protocol.md").is_file()
