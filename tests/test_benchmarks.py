@@ -20,7 +20,7 @@ SMALL = {
     "search": ["--keys", "3000", "--queries", "20", "--dim", "32", "--clusters", "50", "--nlist", "16",
                "--nprobe", "2", "--repeats", "1"],
     "embed_memory": ["--sizes", "300", "600", "--chunk-size", "200", "--batch-size", "64"],
-    "umap_plot": ["--points", "400", "--dim", "16", "--species", "10"],
+    "umap_plot": ["--points", "400", "--dim", "16", "--species", "10", "--warmup-points", "0"],
     "latent_space": ["--records", "400", "--species", "10", "--umap-records", "200", "--no-browser"],
     "simulator": ["--dna-records", "300", "--image-records", "20", "--image-size", "32"],
 }

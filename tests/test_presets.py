@@ -76,7 +76,7 @@ def test_paper_input_processing_matches_reference(paper):
     assert paper.config.embed_dim == 768
     assert paper.preprocess.dna_tokenizer.n_tokens == 133
     assert paper.config.image_normalize == "none" and paper.config.image_size == 224
-    assert abs(float(paper.scale()) - 1 / 0.07) < 1e-3
+    assert abs(paper.scale().item() - 1 / 0.07) < 1e-3
 
 
 def test_unknown_preset_lists_available():
