@@ -57,6 +57,13 @@ def notebook_parameters(notebook: str | Path) -> dict[str, dict[str, Any]]:
     return dict(pm.inspect_notebook(str(notebook)))
 
 
+def _quiet_kernel_arguments(argv: list[str]) -> list[str]:
+    """Kernel start-up arguments that keep an IPython kernel's own log to errors: ipykernel >= 7 warns on every start
+    that its local TCP sockets are unencrypted, which would print once per notebook of every run. The notebook's own
+    warnings and errors still reach its outputs; kernels other than ipykernel get no extra arguments."""
+    return ["--IPKernelApp.log_level=ERROR"] if any("ipykernel" in part for part in argv) else []
+
+
 def execute_notebook(notebook: str | Path, output: str | Path, parameters: Mapping[str, Any] | None = None, *,
                      kernel_name: str = DEFAULT_KERNEL, cwd: str | Path | None = None,
                      execution_timeout: int | None = None, progress: bool = False) -> Path:
@@ -97,7 +104,7 @@ def execute_notebook(notebook: str | Path, output: str | Path, parameters: Mappi
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
     try:
-        KernelSpecManager().get_kernel_spec(kernel_name)
+        spec = KernelSpecManager().get_kernel_spec(kernel_name)
     except NoSuchKernel:
         raise ConfigError(f"no Jupyter kernel named {kernel_name!r}; install ipykernel in this environment "
                           "(pip install 'clibd-toolkit[notebooks]') for 'python3', or name an installed kernel "
@@ -105,7 +112,8 @@ def execute_notebook(notebook: str | Path, output: str | Path, parameters: Mappi
     try:
         pm.execute_notebook(str(notebook), str(output), parameters=dict(parameters or {}), kernel_name=kernel_name,
                             cwd=str(cwd) if cwd is not None else None, execution_timeout=execution_timeout,
-                            progress_bar=progress, log_output=False, request_save_on_cell_execute=False)
+                            progress_bar=progress, log_output=False, request_save_on_cell_execute=False,
+                            extra_arguments=_quiet_kernel_arguments(spec.argv))
     except PapermillExecutionError as exc:
         evalue = " ".join(str(exc.evalue).split())
         raise ClibdError(f"{notebook.name} failed in cell {exc.exec_count} ({exc.ename}: {evalue}); the executed "

@@ -215,3 +215,15 @@ def test_report_cli_arguments():
     report.add_report_arguments(parser)
     args = parser.parse_args(["nb.ipynb", "--out", "o", "-p", "EPOCHS", "3", "-r", "SEED_TEXT", "7", "--hide-input"])
     assert args.parameter == [["EPOCHS", "3"]] and args.raw_parameter == [["SEED_TEXT", "7"]] and args.hide_input
+
+
+def test_kernel_start_up_log_stays_quiet_but_notebook_warnings_are_kept(tmp_path, capfd):
+    path = _notebook(tmp_path, "import warnings; warnings.warn(f'notebook warning {VALUE}')")
+    report.execute_notebook(path, tmp_path / "out.ipynb", {"VALUE": 3})
+    err = capfd.readouterr().err  # the kernel process writes its log to the inherited stderr
+    assert "without encryption" not in err and "IPKernelApp" not in err
+    executed = nbformat.read(str(tmp_path / "out.ipynb"), as_version=4)
+    texts = [o.get("text", "") for c in executed.cells for o in c.get("outputs", [])]
+    assert any("notebook warning 3" in t for t in texts)
+    assert report._quiet_kernel_arguments(["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"])
+    assert report._quiet_kernel_arguments(["R", "--slave", "-e", "IRkernel::main()"]) == []
