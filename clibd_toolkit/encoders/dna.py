@@ -23,8 +23,8 @@ feed-forward block in chunks of positions (transformers' ``chunk_size_feed_forwa
 intermediate) activations stay in cache; outputs are the same up to float rounding. On a 2-core CPU machine an
 interleaved A/B of the ``cpu`` preset's DNA encoder measured 1.06-1.09x the records/s of the plain feed-forward at
 batch 64 and 1.24x at batch 256 on one thread, 1.22x and 1.41x on two (``benchmarks/encoder_throughput.py``
-reports both variants). Training runs
-unchunked (no speed gain there, measured), so dropout draws and gradients are exactly those of the plain BERT.
+reports both variants). Training runs unchunked (no speed gain there, measured), so dropout draws and gradients
+are exactly those of the plain BERT.
 """
 from __future__ import annotations
 
