@@ -100,7 +100,9 @@ class KmerBertEncoder(nn.Module):
 
     def _set_ffn_chunk(self, n_tokens: int) -> None:
         """Chunked feed-forward in eval mode only (see the module docstring), sized for this input's length."""
-        chunk = 0 if self.training or not self.chunk_ffn else inference_ffn_chunk(n_tokens, self.backbone.config.hidden_size)
+        chunk = 0
+        if self.chunk_ffn and not self.training:
+            chunk = inference_ffn_chunk(n_tokens, self.backbone.config.hidden_size)
         for layer in self.backbone.encoder.layer:
             layer.chunk_size_feed_forward = chunk
 
