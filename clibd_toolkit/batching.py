@@ -14,7 +14,7 @@ import torch
 
 from .errors import DataError
 from .records import taxonomy_text
-from .schema import DNA, IMAGE, RANKS, RECORD_ID
+from .schema import DNA, DNA_STORED, IMAGE, RANKS, RECORD_ID
 
 
 @dataclass
@@ -40,6 +40,18 @@ def modality_present(records: pd.DataFrame, modality: str) -> np.ndarray:
     raise DataError(f"unknown modality {modality!r}")
 
 
+def barcodes_for(preprocess, records: pd.DataFrame) -> np.ndarray:
+    """The barcode strings the model's tokenizer reads: the cleaned ``dna_barcode``, or, for released CLIBD models
+    (``dna_cleaning="raw"``), the stored spelling with its gaps where the records kept one (``dna_barcode_stored``)."""
+    values = records[DNA].to_numpy(dtype=object)
+    if not preprocess.dna_tokenizer.clean and DNA_STORED in records.columns:
+        stored = records[DNA_STORED].to_numpy(dtype=object)
+        keep = pd.notna(stored)
+        values = values.copy()
+        values[keep] = stored[keep]
+    return values
+
+
 def make_batch(preprocess, records: pd.DataFrame, modalities: Sequence[str], *, train: bool = False,
                rngs: Sequence[np.random.Generator] | None = None, text_for_all: bool = False) -> Batch:
     """Build a :class:`Batch` from a chunk of the records table.
@@ -60,7 +72,7 @@ def make_batch(preprocess, records: pd.DataFrame, modalities: Sequence[str], *, 
         rows = np.flatnonzero(mask)
         sub_ids = [ids[i] for i in rows]
         if modality == "dna":
-            inputs["dna"] = preprocess.dna(records[DNA].to_numpy()[rows].tolist(), sub_ids)
+            inputs["dna"] = preprocess.dna(barcodes_for(preprocess, records)[rows].tolist(), sub_ids)
         elif modality == "image":
             sub_rngs = [rngs[i] for i in rows] if rngs is not None else None
             inputs["image"] = preprocess.images(records[IMAGE].to_numpy()[rows].tolist(), sub_ids, train=train,

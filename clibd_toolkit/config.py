@@ -244,11 +244,12 @@ class EncoderConfig(Config):
     num_layers: int = 0
     num_heads: int = 0
     intermediate_size: int = 0
+    max_positions: int = 0  # position embeddings (0 = the architecture default); released CLIBD BERTs have 512
     pooling: str = "default"  # architecture-specific: default | mean | cls | softmax_mean (CLIBD DNA)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
 
     def validate(self) -> None:
-        for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
+        for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_positions"):
             self._require(getattr(self, name) >= 0, name, "an integer >= 0 (0 = architecture default)")
         self._require(bool(self.arch), "arch", "a registered architecture name")
 
@@ -269,10 +270,16 @@ class ModelConfig(Config):
     image_size: int = 224  # square side fed to the image encoder
     image_resize: int = 256  # eval: resize short side to this, then centre-crop image_size (CLIBD)
     image_normalize: Literal["none", "imagenet", "half"] = "none"  # CLIBD ViT: none (0..1 pixels)
+    # eval resize: "pil" = PIL bilinear on the 8-bit image (the toolkit's models); "tensor" = to float first, then
+    # antialiased bilinear resize of the tensor, as torchvision's ToTensor -> Resize(antialias=True) (released CLIBD)
+    image_resample: Literal["pil", "tensor"] = "pil"
     # DNA input (BarcodeBERT 5-mer scheme, reference section 1.4)
     dna_k: int = 5  # k-mer length; tokens are non-overlapping (stride k)
     dna_max_length: int = 660  # nucleotides: truncate or right-pad with N to this length
     dna_attention_mask: bool = False  # CLIBD passes no mask (padding k-mers are attended); True masks them
+    # "clean": gaps and whitespace removed before k-mers are cut (the toolkit's models); "raw": the stored string as
+    # CLIBD tokenises it, gaps kept in place (they shift the k-mer frame), only upper-cased (see dna.KmerTokenizer)
+    dna_cleaning: Literal["clean", "raw"] = "clean"
     # text input
     text_max_length: int = 20  # tokens, padded to this length (CLIBD)
     # contrastive temperature

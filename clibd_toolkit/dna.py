@@ -11,6 +11,17 @@ For the CLIBD 5-mer checkpoint:
 The vocabulary is ``<MASK>``=0, ``<CLS>``=1, ``<UNK>``=2, then the 4**k k-mers: 1,027 ids for k=5. No attention
 mask is used by CLIBD (padding k-mers are attended); :attr:`KmerEncoding.attention_mask` is provided for models
 that want one (``ModelConfig.dna_attention_mask``).
+
+What is cut into k-mers (``clean``):
+
+- ``clean=True`` (the toolkit's own models): the cleaned barcode, upper-case, ``U`` -> ``T``, gaps (``-``, ``.``) and
+  whitespace removed (:func:`clibd_toolkit.records.clean_barcode`);
+- ``clean=False`` (released CLIBD models, ``ModelConfig.dna_cleaning="raw"``): the barcode **as stored**, gaps kept in
+  place, as CLIBD's ``PadSequence`` + ``KmerTokenizer`` see it: a gap shifts every later k-mer by one position, and
+  each k-mer holding a gap becomes ``<UNK>``. Only line breaks/whitespace are removed and letters upper-cased
+  (``U`` -> ``T``): the official pipeline would turn lower-case input into ``<UNK>`` k-mers, which no released model
+  was trained on (BIOSCAN barcodes are upper-case), so a lower-case FASTA gets the embedding of its upper-case
+  spelling instead of a meaningless one. Barcodes are still validated as in ``clean=True`` (same errors).
 """
 from __future__ import annotations
 
@@ -22,7 +33,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
-from .records import clean_barcode
+from .records import clean_barcode, stored_barcode
 
 SPECIAL_TOKENS = ("<MASK>", "<CLS>", "<UNK>")
 MASK_ID, CLS_ID, UNK_ID = 0, 1, 2
@@ -48,6 +59,8 @@ class KmerTokenizer:
         k: k-mer length (CLIBD: 5).
         max_length: nucleotides kept; shorter barcodes are right-padded with ``N`` (CLIBD: 660).
         prefix_token: prepend id 0 (CLIBD's CLS-like first token).
+        clean: cut the cleaned barcode (True) or the stored string with its gaps (False, released CLIBD models; see
+            the module docstring).
 
     Example:
         >>> tok = KmerTokenizer()
@@ -57,7 +70,7 @@ class KmerTokenizer:
         [0, 111, 111, 111, 2]
     """
 
-    def __init__(self, k: int = 5, max_length: int = 660, prefix_token: bool = True):
+    def __init__(self, k: int = 5, max_length: int = 660, prefix_token: bool = True, clean: bool = True):
         if not 1 <= k <= 8:
             raise DataError(f"k-mer length k={k} is out of range; expected 1..8")
         if max_length < k:
@@ -65,6 +78,7 @@ class KmerTokenizer:
         self.k = k
         self.max_length = max_length
         self.prefix_token = prefix_token
+        self.clean = clean
         self.kmers = ["".join(p) for p in itertools.product("ACGT", repeat=k)]
         self.vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
         self.vocab.update({kmer: i + len(SPECIAL_TOKENS) for i, kmer in enumerate(self.kmers)})
@@ -84,7 +98,8 @@ class KmerTokenizer:
         return self.n_kmers + (1 if self.prefix_token else 0)
 
     def __repr__(self) -> str:
-        return f"KmerTokenizer(k={self.k}, max_length={self.max_length}, prefix_token={self.prefix_token})"
+        return (f"KmerTokenizer(k={self.k}, max_length={self.max_length}, prefix_token={self.prefix_token}, "
+                f"clean={self.clean})")
 
     # --- encoding --------------------------------------------------------------------------------------------
     def _prepare(self, sequence: str, record_id: object) -> str:
@@ -96,10 +111,12 @@ class KmerTokenizer:
             raise DataError(
                 f"record {record_id}: barcode {seq!r} is {len(seq)} nt, shorter than one {self.k}-mer; "
                 f"it carries no k-mer to encode", record_id=None if record_id is None else str(record_id), value=seq)
+        if not self.clean:
+            return stored_barcode(sequence)
         return seq
 
     def encode(self, sequences: Sequence[str], ids: Sequence[object] | None = None) -> KmerEncoding:
-        """Encode barcodes (raw strings are cleaned first: case, U->T, gaps and whitespace).
+        """Encode barcodes (cleaned first: case, U->T, gaps and whitespace; with ``clean=False`` gaps stay).
 
         Args:
             sequences: barcodes.
@@ -142,7 +159,8 @@ class KmerTokenizer:
         names = list(ids) if ids is not None else list(range(len(sequences)))
         out = np.zeros((len(sequences), 4**self.k), dtype=np.float32)
         for row, (seq, rid) in enumerate(zip(sequences, names)):
-            codes = _CODE[np.frombuffer(self._prepare(seq, rid)[: self.max_length].encode("ascii"), dtype=np.uint8)]
+            seq = clean_barcode(self._prepare(seq, rid), record_id=rid)  # the bag never sees gaps
+            codes = _CODE[np.frombuffer(seq[: self.max_length].encode("ascii"), dtype=np.uint8)]
             windows = np.lib.stride_tricks.sliding_window_view(codes, self.k)
             valid = (windows < 4).all(axis=1)
             out[row] = np.bincount(windows[valid] @ self._weights, minlength=4**self.k)

@@ -7,6 +7,12 @@ decompression bombs before decoding, applies EXIF orientation, and converts gray
 
 :class:`ImageTransform` reproduces CLIBD's preprocessing (reference section 1.3): eval = resize the short side to
 256 then centre-crop 224; train = random resized crop, horizontal and vertical flips and rotation up to 45 degrees.
+The eval resize runs either on the 8-bit image with PIL (``resample="pil"``, the toolkit's own models) or, for the
+released CLIBD models (``resample="tensor"``), exactly as their ``ToTensor() -> Resize(256, antialias=True) ->
+CenterCrop(224)``: pixels to float in [0, 1] first, then torchvision's tensor resize, which is
+``torch.nn.functional.interpolate(mode="bilinear", align_corners=False, antialias=True)`` to the size torchvision
+computes (short side 256, long side ``int(256 * long / short)``, truncated), then the centre crop
+(offsets ``int(round((side - 224) / 2))``). No torchvision is needed.
 """
 from __future__ import annotations
 
@@ -143,6 +149,12 @@ def _to_rgb(img: Image.Image, record_id: Any) -> Image.Image:
 # --- transforms -----------------------------------------------------------------------------------------------
 
 
+def _to_tensor(img: Image.Image) -> torch.Tensor:
+    """8-bit RGB PIL image -> (3, H, W) float32 in [0, 1] (torchvision's ``ToTensor``: each value / 255)."""
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    return torch.from_numpy(arr.transpose(2, 0, 1).copy())
+
+
 @dataclass(frozen=True)
 class ImageTransform:
     """PIL RGB image -> (3, size, size) float32 tensor.
@@ -152,12 +164,15 @@ class ImageTransform:
         resize: eval-time short-side resize before the centre crop (CLIBD: 256).
         normalize: ``"none"`` (pixels in 0..1, CLIBD's ViT), ``"imagenet"`` (mean/std), or ``"half"`` ((x-0.5)/0.5).
         train: random resized crop (scale 0.08-1, ratio 3/4-4/3), h/v flips and rotation in +-45 degrees.
+        resample: eval resize of the 8-bit image with PIL (``"pil"``) or of the float tensor (``"tensor"``, released
+            CLIBD models; see the module docstring).
     """
 
     size: int = 224
     resize: int = 256
     normalize: Literal["none", "imagenet", "half"] = "none"
     train: bool = False
+    resample: Literal["pil", "tensor"] = "pil"
 
     def __call__(self, img: Image.Image, rng: np.random.Generator | None = None) -> torch.Tensor:
         if self.train:
@@ -169,11 +184,14 @@ class ImageTransform:
                 img = img.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
             angle = float(rng.uniform(-45.0, 45.0))
             img = img.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
+        elif self.resample == "tensor":
+            return self._normalise(self._tensor_resize_crop(_to_tensor(img)))
         else:
             img = self._resize_short(img, self.resize)
             img = self._center_crop(img, self.size)
-        arr = np.asarray(img, dtype=np.float32) / 255.0
-        tensor = torch.from_numpy(arr.transpose(2, 0, 1).copy())
+        return self._normalise(_to_tensor(img))
+
+    def _normalise(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.normalize == "imagenet":
             mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
             std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
@@ -181,6 +199,19 @@ class ImageTransform:
         elif self.normalize == "half":
             tensor = (tensor - 0.5) / 0.5
         return tensor
+
+    def _tensor_resize_crop(self, tensor: torch.Tensor) -> torch.Tensor:
+        """torchvision's ``Resize(self.resize, antialias=True)`` then ``CenterCrop(self.size)`` on a float tensor."""
+        _, h, w = tensor.shape
+        short, long = (w, h) if w <= h else (h, w)
+        new_short, new_long = self.resize, int(self.resize * long / short)
+        new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+        if (new_h, new_w) != (h, w):
+            tensor = torch.nn.functional.interpolate(tensor[None], size=(new_h, new_w), mode="bilinear",
+                                                     align_corners=False, antialias=True)[0]
+        top = int(round((new_h - self.size) / 2.0))
+        left = int(round((new_w - self.size) / 2.0))
+        return tensor[:, top: top + self.size, left: left + self.size].contiguous()
 
     @staticmethod
     def _resize_short(img: Image.Image, short: int) -> Image.Image:

@@ -28,8 +28,10 @@ class Preprocess:
 
     def __init__(self, config: ModelConfig, text_tokenizer: Any = None):
         self.config = config
-        self.dna_tokenizer = KmerTokenizer(config.dna_k, config.dna_max_length, prefix_token=True)
-        self.image_eval = ImageTransform(config.image_size, config.image_resize, config.image_normalize, train=False)
+        self.dna_tokenizer = KmerTokenizer(config.dna_k, config.dna_max_length, prefix_token=True,
+                                           clean=config.dna_cleaning == "clean")
+        self.image_eval = ImageTransform(config.image_size, config.image_resize, config.image_normalize, train=False,
+                                         resample=config.image_resample)
         self.image_train = ImageTransform(config.image_size, config.image_resize, config.image_normalize, train=True)
         self.text_tokenizer = text_tokenizer
 
@@ -77,6 +79,8 @@ class CLIBDModel(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init), dtype=torch.float32))
         text_tok = getattr(self.encoders["text"], "tokenizer", None) if "text" in self.encoders else None
         self.preprocess = Preprocess(config, text_tok)
+        #: where the weights came from (a training run, a released CLIBD file); recorded in every embedding file
+        self.source: dict[str, Any] = {}
 
     @property
     def modalities(self) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ from .schema import (
     BIN,
     CANONICAL_COLUMNS,
     DNA,
+    DNA_STORED,
     IMAGE,
     IUPAC_AMBIGUITY,
     MISSING_TAXON_PLACEHOLDERS,
@@ -172,6 +173,32 @@ def clean_barcode(value: Any, *, record_id: Any = None) -> Any:
     return seq
 
 
+def stored_barcode(value: Any) -> str:
+    """A barcode as CLIBD's released models read it: the stored string with whitespace and line breaks removed and
+    letters upper-cased (``U`` -> ``T``); gaps (``-``, ``.``) and ambiguity codes stay in place. Validate it with
+    :func:`clean_barcode` first."""
+    text = value.decode("ascii") if isinstance(value, bytes) else str(value)
+    return "".join(text.split()).upper().replace("U", "T")
+
+
+def _stored_barcodes(raw: list[Any], cleaned: list[Any], previous: list[Any] | None) -> list[Any]:
+    """The ``dna_barcode_stored`` column: the stored spelling where it differs from the cleaned barcode (it had
+    gaps), else NA; a value the input table already carried is kept (re-normalising a table loses nothing)."""
+    out = []
+    for i, (value, clean) in enumerate(zip(raw, cleaned)):
+        kept = previous[i] if previous is not None else pd.NA
+        if not _isna(kept) and not _isna(clean):
+            out.append(str(kept))
+        elif _isna(clean) or not isinstance(value, (str, bytes)):
+            out.append(pd.NA)
+        elif isinstance(value, str) and "-" not in value and "." not in value:
+            out.append(pd.NA)  # only gaps make the two spellings differ
+        else:
+            stored = stored_barcode(value)
+            out.append(stored if stored != clean else pd.NA)
+    return out
+
+
 def _fast_barcode(value: Any) -> Any:
     """:func:`clean_barcode` for the common case (an ASCII ``str`` that cleans to a valid barcode), or ``None``
     when the value needs the full function (anything else, including every value that would raise)."""
@@ -285,7 +312,13 @@ def normalise_records(
 
     failures = _Failures(rows, on_error, rejects)
     new_ids = _normalise_ids(df, rows, where, failures)
+    raw_dna = df[DNA].tolist()
     _clean_column(df, DNA, clean_barcode, _fast_barcode, new_ids, failures, source)
+    stored = _stored_barcodes(raw_dna, df[DNA].tolist(), df[DNA_STORED].tolist() if DNA_STORED in df else None)
+    if any(not _isna(v) for v in stored):
+        df[DNA_STORED] = pd.Series(stored, dtype="object")
+    elif DNA_STORED in df:
+        df = df.drop(columns=[DNA_STORED])
     _clean_column(df, SPLIT, clean_split, lambda v: v if type(v) is str and v in SPLITS else None, new_ids,
                   failures, source)
     for col in (*RANKS, BIN):

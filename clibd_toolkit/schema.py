@@ -21,6 +21,10 @@ DNA = "dna_barcode"  # COI-5P barcode, upper-case nucleotides (IUPAC codes kept;
 IMAGE = "image"  # path to an image file (str) or the encoded image bytes
 BIN = "bin_uri"  # BOLD Barcode Index Number, e.g. "BOLD:AAA0001"
 SPLIT = "split"  # partition name, see SPLITS below
+#: optional column: the barcode as its source stored it (gaps kept, upper-cased), only where that differs from the
+#: cleaned ``dna_barcode``; released CLIBD models (``ModelConfig.dna_cleaning="raw"``) read it, because gaps shift
+#: their k-mer frame
+DNA_STORED = "dna_barcode_stored"
 
 #: Columns every records table has, in this order; missing values are ``pd.NA`` (never placeholder strings).
 CANONICAL_COLUMNS: tuple[str, ...] = (RECORD_ID, DNA, IMAGE, *RANKS, BIN, SPLIT)

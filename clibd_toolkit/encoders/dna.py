@@ -56,7 +56,7 @@ def kmer_bert_config(cfg: EncoderConfig, model_cfg: ModelConfig, defaults: dict[
         num_attention_heads=pick(cfg.num_heads, defaults["heads"]),
         intermediate_size=pick(cfg.intermediate_size, defaults["ffn"]),
         # BarcodeBERT (BERT-base) keeps BERT's 512 positions; the toolkit's small encoders need only n_tokens
-        max_position_embeddings=max(512 if hidden >= 768 else n_tokens, n_tokens),
+        max_position_embeddings=pick(cfg.max_positions, max(512 if hidden >= 768 else n_tokens, n_tokens)),
         pad_token_id=0,
     )
 

