@@ -80,6 +80,24 @@ def is_temporary(path: Path) -> bool:
     return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
+def unpickling_error(path: Path, exc: Exception) -> Exception:
+    """The toolkit's error for a ``torch.load(weights_only=True)`` refusal: UnsafeFileError when the file names code
+    to run (a global outside the tensor allow-list), CheckpointError when it is simply not a pickle of tensors."""
+    from .errors import CheckpointError, UnsafeFileError
+
+    text = str(exc)
+    if "GLOBAL" in text or "global" in text.split("WeightsUnpickler error:")[-1][:200]:
+        detail = next((line.strip() for line in text.splitlines() if "GLOBAL" in line or "global" in line), text)
+        return UnsafeFileError(
+            f"{path} was refused: loading it would execute code from the file ({detail[:200]}). Only weights are "
+            "loaded (safetensors or torch.save of tensors); re-save the weights with torch.save(model.state_dict()) "
+            "or safetensors")
+    detail = next((line.strip() for line in text.splitlines()[1:] if line.strip() and "WeightsUnpickler" not in line),
+                  text.splitlines()[0] if text else "")
+    return CheckpointError(f"{path} is not a readable weights file ({detail[:200]}); expected a torch.save of "
+                           "tensors or a safetensors file")
+
+
 def load_tensors(path: str | Path) -> dict:
     """Load a state dict without executing code: safetensors, or ``torch.load(weights_only=True)`` for
     ``.pt``/``.pth``/``.bin`` files.
@@ -108,11 +126,7 @@ def load_tensors(path: str | Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise UnsafeFileError(
-            f"{path} was refused: loading it would execute code from the file ({str(exc).splitlines()[0]}). "
-            "Only weights are loaded (safetensors or torch.save of tensors); re-save the weights with "
-            "torch.save(model.state_dict()) or safetensors"
-        ) from None
+        raise unpickling_error(path, exc) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a readable weights file ({exc})") from None
     if isinstance(obj, dict):
