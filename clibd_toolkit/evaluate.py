@@ -5,7 +5,23 @@
   ``all_keys``), shared by seen and unseen queries, so the search is open-set.
 - For every modality pair the embeddings have (query modality in image, dna; key modality in image, dna, text;
   text keys are the key records' taxonomy-text embeddings, one per key record as in CLIBD): exact cosine kNN
-  (:class:`~clibd_toolkit.index.NearestNeighbourIndex`), ``max(ks)`` neighbours.
+  (:class:`~clibd_toolkit.index.NearestNeighbourIndex`), ``max(ks)`` neighbours. That is ``pairs="all"``, the
+  default; ``"QUERY->KEY"`` strings may also name the other features of CLIBD's ``scripts/inference_and_eval.py``
+  (``bioscanclip/util/util.py``: ``get_features_and_label``, ``inference_and_print_result``):
+
+  - ``text`` as a query (each query record's own taxonomy-text embedding);
+  - ``image+dna`` (CLIBD ``averaged_feature``): the mean of a record's L2-normalised image and DNA vectors, searched
+    by cosine, i.e. re-normalised, as CLIBD's ``make_prediction`` normalises both sides before ``IndexFlatIP``;
+  - ``concat`` (``concatenated_feature``): the image and DNA vectors side by side, dimension 2d;
+  - ``all`` (``all_key_features``), keys only: the key records' image, DNA and text vectors stacked into one key
+    set (up to 3 vectors per record, each with its record's labels); ``n_keys_used`` (coverage) and ``n_keys``
+    (per-taxon) then count key vectors.
+
+  Fused features exist only for records that have both image and DNA. ``pairs="official"`` evaluates every pair
+  CLIBD computes, in its order: queries image, dna, text, image+dna, concat x keys image, dna, text, image+dna,
+  concat, all, leaving out pairs whose dimensions differ (CLIBD skips them: ``concat`` only meets ``concat``) and
+  features the embeddings cannot form (``all`` needs all three modalities). With it :func:`mean_top1` is CLIBD's
+  checkpoint-selection metric (``scripts/train_cl.py: compute_overall_acc``).
 - **Top-k hit** at a rank: the query's label appears among the labels of its first k keys, computed
   independently per rank. At k=1 the prediction is the nearest key's labels, hierarchically consistent.
 - **Micro** = hits / queries; **macro** = mean over the ground-truth classes present in that query set of the
@@ -15,6 +31,8 @@
   ``n_seen + n_unseen``.
 - Records lacking the query (or key) modality are left out of that pair; :attr:`EvalResult.coverage` counts them.
 - A metric with no query to average over (``n == 0``) is NaN in the DataFrames and ``null`` in ``metrics.json``.
+- One difference from CLIBD's code: it compares label strings, so a query whose rank is ``not_classified`` hits a
+  ``not_classified`` key; here such queries are left out at that rank. CLIBD's own query sets are species-labelled.
 """
 from __future__ import annotations
 
@@ -23,7 +41,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Mapping
 
 import numpy as np
 import pandas as pd
@@ -37,8 +55,19 @@ from .store import EmbeddingSet
 
 logger = logging.getLogger(__name__)
 
-QUERY_MODALITIES: tuple[str, ...] = ("image", "dna")
-KEY_MODALITIES: tuple[str, ...] = ("image", "dna", "text")
+QUERY_MODALITIES: tuple[str, ...] = ("image", "dna")  # queries of the default pairs ("all")
+KEY_MODALITIES: tuple[str, ...] = ("image", "dna", "text")  # keys of the default pairs
+AVERAGED = "image+dna"  # CLIBD averaged_feature: mean of the image and DNA vectors
+CONCATENATED = "concat"  # CLIBD concatenated_feature: image and DNA vectors side by side
+STACKED_KEYS = "all"  # CLIBD all_key_features: image, DNA and text key vectors stacked (keys only)
+#: every feature, in the order of CLIBD's All_TYPE_OF_FEATURES_OF_QUERY / All_TYPE_OF_FEATURES_OF_KEY
+QUERY_FEATURES: tuple[str, ...] = ("image", "dna", "text", AVERAGED, CONCATENATED)
+KEY_FEATURES: tuple[str, ...] = (*QUERY_FEATURES, STACKED_KEYS)
+#: the modalities each feature is built from
+FEATURE_MODALITIES: dict[str, tuple[str, ...]] = {
+    "image": ("image",), "dna": ("dna",), "text": ("text",), AVERAGED: ("image", "dna"),
+    CONCATENATED: ("image", "dna"), STACKED_KEYS: ("image", "dna", "text")}
+PAIR_PRESETS: tuple[str, ...] = ("all", "official")
 GROUPS: tuple[str, ...] = ("seen", "unseen")
 HARMONIC_MEAN = "harmonic_mean"
 ROW_COLUMNS: tuple[str, ...] = ("query", "key", "split", "rank", "k", "micro", "macro", "n")
@@ -49,12 +78,62 @@ COVERAGE_COLUMNS: tuple[str, ...] = ("query", "key", "split", "n_queries", "n_qu
 
 
 def parse_pair(text: str) -> tuple[str, str]:
-    """``"image->dna"`` -> ``("image", "dna")``; raises ConfigError for anything else."""
+    """``"image->dna"`` -> ``("image", "dna")``: QUERY in :data:`QUERY_FEATURES`, KEY in :data:`KEY_FEATURES`.
+
+    Raises:
+        ConfigError: anything else.
+    """
     parts = [p.strip() for p in str(text).split("->")]
-    if len(parts) != 2 or parts[0] not in QUERY_MODALITIES or parts[1] not in KEY_MODALITIES:
-        raise ConfigError(f"modality pair {text!r} is not 'QUERY->KEY' with QUERY in {list(QUERY_MODALITIES)} and "
-                          f"KEY in {list(KEY_MODALITIES)}, e.g. 'dna->dna' or 'image->text'")
+    if len(parts) != 2 or parts[0] not in QUERY_FEATURES or parts[1] not in KEY_FEATURES:
+        raise ConfigError(f"modality pair {text!r} is not 'QUERY->KEY' with QUERY in {list(QUERY_FEATURES)} and "
+                          f"KEY in {list(KEY_FEATURES)}, e.g. 'dna->dna', 'image->text' or 'image+dna->all' "
+                          f"({AVERAGED}: mean of image and DNA; {CONCATENATED}: both side by side, only against "
+                          f"{CONCATENATED}; {STACKED_KEYS}: image, DNA and text keys stacked)")
     return parts[0], parts[1]
+
+
+def feature_dim(dims: Mapping[str, int], feature: str) -> int | None:
+    """Dimension of ``feature`` given modality -> vector dimension; None when it cannot be formed (a modality is
+    missing, or ``image+dna`` / ``all`` over modalities of different dimensions)."""
+    parts = [dims.get(m) for m in FEATURE_MODALITIES[feature]]
+    if None in parts:
+        return None
+    if feature == CONCATENATED:
+        return parts[0] + parts[1]
+    return parts[0] if len(set(parts)) == 1 else None
+
+
+def feature_rows(embeddings: EmbeddingSet, feature: str, mask: np.ndarray) -> np.ndarray:
+    """Record positions (m,) of the ``feature`` vectors of the records selected by ``mask``, in vector order.
+
+    A record has a fused feature when it has every modality it is built from; for ``all`` the positions are those
+    of the records with an image, then with DNA, then with text (a record can appear up to 3 times).
+    """
+    if feature == STACKED_KEYS:
+        return np.concatenate([feature_rows(embeddings, m, mask) for m in FEATURE_MODALITIES[feature]])
+    usable = np.array(mask, dtype=bool)
+    for modality in FEATURE_MODALITIES[feature]:
+        usable &= embeddings.has(modality)
+    return np.flatnonzero(usable)
+
+
+def feature_vectors(embeddings: EmbeddingSet, feature: str, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ``feature`` vectors of the records selected by ``mask`` (see the module docstring).
+
+    Returns:
+        ``(vectors, rows)``: (m, d) float32 (``image+dna`` is (image + dna) / 2, not re-normalised: the index
+        normalises; ``concat`` is (m, 2d)) and the record position of each vector (:func:`feature_rows`).
+    """
+    if feature == STACKED_KEYS:
+        parts = [feature_vectors(embeddings, m, mask) for m in FEATURE_MODALITIES[feature]]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    rows = feature_rows(embeddings, feature, mask)
+    vectors = embeddings.vectors
+    if feature == AVERAGED:
+        return (vectors["image"][rows] + vectors["dna"][rows]) / np.float32(2), rows
+    if feature == CONCATENATED:
+        return np.concatenate([vectors["image"][rows], vectors["dna"][rows]], axis=1), rows
+    return vectors[feature][rows], rows
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,7 +145,9 @@ class EvalConfig(Config):
     stage: Literal["val", "test"] = "test"  # val: val_seen/val_unseen queries; test: test_seen/test_unseen
     ks: tuple[int, ...] = (1, 3, 5)  # top-k accuracies reported (CLIBD: 1, 3, 5)
     ranks: tuple[str, ...] = RANKS  # ranks evaluated, coarse to fine
-    pairs: tuple[str, ...] | str = "all"  # "all" or a list of "QUERY->KEY" such as ["dna->dna", "image->text"]
+    # "all" (image, dna queries x image, dna, text keys), "official" (every feature pair CLIBD's script computes)
+    # or a list of "QUERY->KEY" such as ["dna->dna", "image->text", "image+dna->all"] (names: module docstring)
+    pairs: tuple[str, ...] | str = "all"
     index_backend: str = "exact"  # nearest-neighbour backend (exact is the protocol; faiss-flat equals it)
     per_taxon: bool = True  # also compute the per-taxon table
 
@@ -79,7 +160,7 @@ class EvalConfig(Config):
                                   f"{list(RANKS)}" + _suggest(rank, RANKS))
         self._require(len(self.ranks) > 0, "ranks", f"a non-empty subset of {list(RANKS)}")
         if isinstance(self.pairs, str):
-            self._require(self.pairs == "all", "pairs", "'all' or a list of 'QUERY->KEY' strings")
+            self._require(self.pairs in PAIR_PRESETS, "pairs", "'all', 'official' or a list of 'QUERY->KEY' strings")
         else:
             self._require(len(self.pairs) > 0, "pairs", "'all' or a non-empty list of 'QUERY->KEY' strings")
             for pair in self.pairs:
@@ -88,15 +169,31 @@ class EvalConfig(Config):
             raise ConfigError(f"`EvalConfig.index_backend` got {self.index_backend!r}; expected one of "
                               f"{list(BACKENDS)}" + _suggest(self.index_backend, BACKENDS))
 
-    def modality_pairs(self, available: tuple[str, ...]) -> list[tuple[str, str]]:
-        """The (query, key) pairs to evaluate given the modalities the embeddings have."""
+    def modality_pairs(self, available: tuple[str, ...],
+                       dims: Mapping[str, int] | None = None) -> list[tuple[str, str]]:
+        """The (query, key) feature pairs to evaluate given the modalities the embeddings have.
+
+        Args:
+            available: the embeddings' modalities.
+            dims: modality -> vector dimension (default: one dimension for all, a shared space). ``"official"``
+                leaves out pairs whose feature dimensions differ; an explicit such pair raises ConfigError.
+        """
         if self.pairs == "all":
             return [(q, k) for q in QUERY_MODALITIES if q in available for k in KEY_MODALITIES if k in available]
+        dims = {m: (dims[m] if dims is not None else 1) for m in available}
+        dim = {f: feature_dim(dims, f) for f in KEY_FEATURES}
+        if self.pairs == "official":
+            return [(q, k) for q in QUERY_FEATURES for k in KEY_FEATURES if dim[q] is not None and dim[q] == dim[k]]
         pairs = [parse_pair(p) for p in self.pairs]
-        missing = sorted({m for pair in pairs for m in pair if m not in available})
+        missing = sorted({m for pair in pairs for f in pair for m in FEATURE_MODALITIES[f] if m not in available})
         if missing:
             raise ConfigError(f"`EvalConfig.pairs` asks for modalities {missing} that the embeddings lack; they "
                               f"have {list(available)}")
+        for q, k in pairs:
+            if dim[q] is None or dim[k] is None or dim[q] != dim[k]:
+                raise ConfigError(f"`EvalConfig.pairs` has {q}->{k}, but {q} vectors have dimension {dim[q]} and {k} "
+                                  f"vectors {dim[k]} (modality dimensions {dims}); a pair needs one dimension on both "
+                                  f"sides ({CONCATENATED} only against {CONCATENATED})")
         return pairs
 
 
@@ -187,7 +284,7 @@ def evaluate_embeddings(embeddings: EmbeddingSet, config: EvalConfig | None = No
     for g in GROUPS:
         if g not in groups:
             logger.warning("no %s_%s queries: %s rows and the harmonic mean are left out", config.stage, g, g)
-    pairs = config.modality_pairs(embeddings.modalities)
+    pairs = config.modality_pairs(embeddings.modalities, {m: v.shape[1] for m, v in embeddings.vectors.items()})
     if not pairs:
         raise DataError(f"no modality pair to evaluate: the embeddings have {list(embeddings.modalities)}; queries "
                         f"need one of {list(QUERY_MODALITIES)}, keys one of {list(KEY_MODALITIES)}")
@@ -200,14 +297,13 @@ def evaluate_embeddings(embeddings: EmbeddingSet, config: EvalConfig | None = No
         iterator = tqdm(pairs, desc="evaluate", unit="pair")
     for q_mod, k_mod in iterator:
         if k_mod not in key_cache:
-            key_rows = np.flatnonzero(keys & embeddings.has(k_mod))
-            index = None
-            if len(key_rows):
-                index = NearestNeighbourIndex(config.index_backend).fit(embeddings.vectors[k_mod][key_rows])
+            key_vectors, key_rows = feature_vectors(embeddings, k_mod, keys)
+            index = NearestNeighbourIndex(config.index_backend).fit(key_vectors) if len(key_rows) else None
             key_cache[k_mod] = (key_rows, index)
+            del key_vectors
         key_rows, index = key_cache[k_mod]
         for group, mask in groups.items():
-            q_rows = np.flatnonzero(mask & embeddings.has(q_mod))
+            q_vectors, q_rows = feature_vectors(embeddings, q_mod, mask)
             coverage.append((q_mod, k_mod, group, int(mask.sum()), len(q_rows), int(keys.sum()), len(key_rows)))
             if len(q_rows) < mask.sum():
                 logger.info("%s->%s %s: %d of %d queries lack a %s embedding and are left out", q_mod, k_mod, group,
@@ -218,7 +314,7 @@ def evaluate_embeddings(embeddings: EmbeddingSet, config: EvalConfig | None = No
             if max(config.ks) > len(key_rows):
                 raise ConfigError(f"k={max(config.ks)} is larger than the number of {k_mod} keys ({len(key_rows)}); "
                                   f"use ks <= {len(key_rows)}")
-            _, neighbours = index.search(embeddings.vectors[q_mod][q_rows], max(config.ks))
+            _, neighbours = index.search(q_vectors, max(config.ks))
             for rank in config.ranks:
                 k_codes, q_codes, names = _codes(meta[rank].iloc[key_rows], meta[rank].iloc[q_rows])
                 n_codes = k_codes[neighbours]
@@ -266,7 +362,8 @@ def _add_harmonic_means(rows: pd.DataFrame) -> pd.DataFrame:
 
 def mean_top1(result: EvalResult | pd.DataFrame) -> float:
     """CLIBD checkpoint-selection metric: mean of every top-1 micro and macro accuracy over all query/key pairs,
-    seen and unseen (not the harmonic mean), all evaluated ranks. NaN entries (no query) are skipped."""
+    seen and unseen (not the harmonic mean), all evaluated ranks. NaN entries (no query) are skipped. CLIBD
+    averages over its feature pairs: evaluate with ``EvalConfig(pairs="official")`` for its exact value."""
     rows = result.rows if isinstance(result, EvalResult) else result
     top1 = rows[(rows["k"] == 1) & rows["split"].isin(GROUPS)]
     values = pd.concat([top1["micro"], top1["macro"]]).astype(float).to_numpy()

@@ -330,17 +330,18 @@ def chance_accuracy(embeddings, config=None) -> pd.DataFrame:
     Returns:
         DataFrame with the columns of ``EvalResult.rows`` (query, key, split, rank, k, micro, macro, n).
     """
-    from .evaluate import GROUPS, HARMONIC_MEAN, ROW_COLUMNS, EvalConfig, harmonic_mean
+    from .evaluate import GROUPS, HARMONIC_MEAN, ROW_COLUMNS, EvalConfig, feature_rows, harmonic_mean
     from .splits import key_mask, query_mask
 
     config = config or EvalConfig()
     meta = embeddings.metadata
     keys = key_mask(meta)
     rows = []
-    for q_mod, k_mod in config.modality_pairs(embeddings.modalities):
-        key_rows = np.flatnonzero(keys & embeddings.has(k_mod))
+    dims = {m: v.shape[1] for m, v in embeddings.vectors.items()}
+    for q_mod, k_mod in config.modality_pairs(embeddings.modalities, dims):
+        key_rows = feature_rows(embeddings, k_mod, keys)
         for group in GROUPS:
-            q_rows = np.flatnonzero(query_mask(meta, config.stage, group) & embeddings.has(q_mod))
+            q_rows = feature_rows(embeddings, q_mod, query_mask(meta, config.stage, group))
             if len(q_rows) == 0 or len(key_rows) == 0:
                 continue
             for rank in config.ranks:

@@ -199,7 +199,7 @@ def test_errors():
     with pytest.raises(ConfigError, match="expected a subset"):
         EvalConfig(ranks=("order", "subgenus"))
     with pytest.raises(ConfigError, match="QUERY->KEY"):
-        EvalConfig(pairs=("text->dna",))
+        EvalConfig(pairs=("all->dna",))  # the stacked key set is a key, never a query
     with pytest.raises(ConfigError, match="unknown EvalConfig key"):
         EvalConfig.from_dict({"stgae": "val"})
     with pytest.raises(ConfigError, match="lack"):

@@ -73,7 +73,7 @@ def test_from_globals_rejects_unknown_and_ill_typed_parameters():
     with pytest.raises(ConfigError, match="expected one of \\['val', 'test'\\]"):
         nbp.from_globals(nbp.EvaluateNotebookConfig, {"STAGE": "train"})
     with pytest.raises(ConfigError, match="modality pair"):
-        nbp.from_globals(nbp.PerTaxonNotebookConfig, {"PAIR": "text->dna"})
+        nbp.from_globals(nbp.PerTaxonNotebookConfig, {"PAIR": "dna->nope"})
     with pytest.raises(ConfigError, match="device"):
         nbp.from_globals(nbp.TrainNotebookConfig, {"DEVICE": "gpu"})
     assert nbp.EvaluateNotebookConfig(ks=[1, 5]).eval_config().ks == (1, 5)
