@@ -243,6 +243,8 @@ def load_run(run_dir: str | Path, which: str = "best", *, device: str = "cpu", p
                               "drop --preset or pick the matching run")
     folder = checkpoint_folder(run_dir, which)
     model = CLIBDModel(model_config)
-    load_model_state(folder, model)
+    meta = load_model_state(folder, model)
+    model.source = {"kind": "run", "run": str(Path(run_dir).resolve()), "checkpoint": folder.name,
+                    "model_sha256": meta.get("model_sha256")}
     model.eval()
     return model.to(device)

@@ -17,6 +17,7 @@ from typing import Sequence
 # subcommand -> (module defining add_<cmd>_arguments / run_<cmd>, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "presets": ("clibd_toolkit.cli", "list model presets and their encoders with parameter counts"),
+    "models": ("clibd_toolkit.cli", "list the released CLIBD models (usable with --model, no training needed)"),
     "pretrain-dna": ("clibd_toolkit.pretrain", "pretrain a k-mer DNA encoder with masked k-mer modelling"),
     "train": ("clibd_toolkit.cli", "train a CLIBD model contrastively on records"),
     "embed": ("clibd_toolkit.embed", "embed records with a trained run into one embedding file (streamed, shardable)"),
@@ -84,6 +85,45 @@ def _info(message: str) -> None:
     sys.stderr.write(message + "\n")
 
 
+def add_model_arguments(parser: argparse.ArgumentParser, *, required: bool = True,
+                        run_flags: Sequence[str] = ("--run",), run_help: str = "") -> None:
+    """Add the model options of every command that embeds: ``--run RUN`` (a training run) or ``--model NAME|PATH``
+    (a released CLIBD model, see ``clibd models``), and ``--checkpoint`` (with ``--run``)."""
+    group = parser.add_argument_group("model (--run or --model)")
+    choice = group.add_mutually_exclusive_group(required=required)
+    choice.add_argument(*run_flags, dest="run", default=None, metavar="RUN",
+                        help="training run folder (clibd train --out)" + (f"; {run_help}" if run_help else ""))
+    choice.add_argument("--model", default=None, metavar="NAME|PATH",
+                        help="a released CLIBD model instead of a run: a name from `clibd models` (downloaded once "
+                             "from the Hugging Face hub, then cached), a released best.pth, or a folder holding one")
+    group.add_argument("--checkpoint", default="best", help="with --run: best (default), last, or epoch-NNNN")
+
+
+def load_model(args: argparse.Namespace, device: str = "cpu"):
+    """The model that ``--run``/``--checkpoint`` or ``--model`` name (see :func:`add_model_arguments`)."""
+    from .errors import ConfigError
+
+    if getattr(args, "model", None):
+        if getattr(args, "checkpoint", "best") != "best":
+            raise ConfigError("--checkpoint selects a checkpoint of a --run; a released --model is one file")
+        from .pretrained import load_pretrained
+
+        return load_pretrained(args.model, device=device)
+    if not getattr(args, "run", None):
+        raise ConfigError("name the model: --run RUN (a training run) or --model NAME|PATH (a released CLIBD model; "
+                          "`clibd models` lists them)")
+    from .checkpoint import load_run
+
+    return load_run(args.run, args.checkpoint, device=device)
+
+
+def model_provenance(args: argparse.Namespace) -> dict:
+    """What ``--run``/``--model`` named, for the config of every output (``pretrained``: the ``--model`` value)."""
+    if getattr(args, "model", None):
+        return {"pretrained": str(args.model)}
+    return {"run": str(args.run), "checkpoint": args.checkpoint}
+
+
 # --- presets --------------------------------------------------------------------------------------------------
 
 
@@ -120,6 +160,40 @@ def run_presets(args: argparse.Namespace) -> int:
         lines.append(f"{r['preset']:<7} {r['modality']:<8} {r['arch']:<19} {str(r['weights']):<28} {r['finetune']:<8} "
                      f"{r['parameters']:>12,}  {r['embed_dim']}")
     lines.append("(default preset: cpu; `weights` is what pretrained=True loads: 'bundled' ships offline)")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+# --- models (released CLIBD checkpoints) ---------------------------------------------------------------------
+
+
+def add_models_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``clibd models``."""
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--cache-dir", default=None, help="hub cache to look in (default: HF_HUB_CACHE)")
+
+
+def run_models(args: argparse.Namespace) -> int:
+    """``clibd models``: the released CLIBD models, what each holds, its size, where it comes from and whether it
+    is cached here already."""
+    from .pretrained import CITATION, HUB_REPO, LICENSE, cached_file, list_pretrained
+
+    rows = []
+    for entry in list_pretrained():
+        cached = cached_file(entry, cache_dir=args.cache_dir)
+        rows.append({**entry.to_json_dict(), "cached": None if cached is None else str(cached)})
+    if args.json:
+        sys.stdout.write(json.dumps({"repository": HUB_REPO, "license": LICENSE, "models": rows}, indent=2) + "\n")
+        return 0
+    short = {"image": "I", "dna": "D", "text": "T"}
+    header = f"{'name':<32} {'aligns':<7} {'trained on':<22} {'size':>8}  {'cached':<6}  source"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        mods = "+".join(short[m] for m in r["modalities"])
+        lines.append(f"{r['name']:<32} {mods:<7} {r['data']:<22} {r['size_bytes'] / 1e9:>6.2f}GB  "
+                     f"{'yes' if r['cached'] else 'no':<6}  {r['source']}" + (f"  ({r['note']})" if r["note"] else ""))
+    lines += ["", f"Use one with --model NAME (downloaded once from https://huggingface.co/{HUB_REPO}, then cached; "
+              "a local best.pth works too). Licence: " + LICENSE + ". Cite:", CITATION]
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 

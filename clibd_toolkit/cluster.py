@@ -253,8 +253,13 @@ def _score_clusters(labels: np.ndarray, meta: pd.DataFrame, *, hdbscan: bool, n_
 
 def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``clibd cluster``."""
-    parser.add_argument("--embeddings", required=True, metavar="FILE",
-                        help="embedding file written by `clibd embed` (EmbeddingSet Parquet)")
+    from .cli import add_data_arguments, add_model_arguments
+
+    parser.add_argument("--embeddings", default=None, metavar="FILE",
+                        help="embedding file: `clibd embed` Parquet or the official CLIBD HDF5 of released embeddings; "
+                             "or embed --data now with --run/--model")
+    add_data_arguments(parser, required=False)
+    add_model_arguments(parser, required=False)
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for cluster_scores.json and clusters.csv")
     parser.add_argument("--modality", choices=list(MODALITIES), default="dna", help="vectors to cluster (default dna)")
     parser.add_argument("--method", choices=list(METHODS), default="agglomerative",
@@ -272,13 +277,15 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cluster(args: argparse.Namespace) -> int:
-    """``clibd cluster``: cluster an embedding file, write the scores and assignments, print a summary."""
-    embeddings = EmbeddingSet.load(args.embeddings)
+    """``clibd cluster``: cluster an embedding file (or --data embedded now), write the scores and assignments,
+    print a summary."""
+    embeddings = _cluster_input(args)
     result = cluster_embeddings(embeddings, modality=args.modality, method=args.method, selection=args.selection,
                                 umap_dims=args.umap_dims, n_clusters=args.n_clusters, linkage=args.linkage,
                                 min_cluster_size=args.min_cluster_size, min_samples=args.min_samples, seed=args.seed,
                                 max_records=args.max_records)
-    result.settings["embeddings"] = str(args.embeddings)
+    result.settings["embeddings"] = str(args.embeddings) if args.embeddings else None
+    result.settings["model_source"] = embeddings.config.get("model_source")
     paths = result.save(args.out)
     s = result.scores
     lines = [f"{s['n_records']} records ({args.selection}, {args.modality}) -> {s['n_clusters']} clusters "
@@ -291,3 +298,22 @@ def run_cluster(args: argparse.Namespace) -> int:
     lines.append(f"wrote {paths['scores']} and {paths['clusters']}")
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
+
+
+def _cluster_input(args: argparse.Namespace) -> EmbeddingSet:
+    """``--embeddings FILE``, or ``--data`` embedded now with ``--run``/``--model`` (the ``--modality`` only)."""
+    if args.embeddings:
+        if args.data or args.run or args.model:
+            raise ConfigError("give either --embeddings FILE or --data with --run/--model, not both")
+        from .store import load_embeddings
+
+        return load_embeddings(args.embeddings)
+    if not args.data or not (args.run or args.model):
+        raise ConfigError("clibd cluster needs --embeddings FILE, or --data DATA with --run RUN or --model NAME|PATH")
+    from .cli import load_data, load_model
+    from .embed import extract_embeddings
+    from .training import resolve_device
+
+    model = load_model(args, device=str(resolve_device("auto")))
+    records = load_data(args, rejects_path=Path(args.out) / "data-rejects.csv")
+    return extract_embeddings(model, records, modalities=[args.modality])

@@ -100,7 +100,8 @@ def _modalities(model, modalities: Sequence[str] | str | None) -> tuple[str, ...
 
 
 def _base_config(model, mods: Sequence[str]) -> dict[str, Any]:
-    return {"model": model.config.to_json_dict(), "modalities": list(mods)}
+    return {"model": model.config.to_json_dict(), "model_source": dict(getattr(model, "source", {}) or {}),
+            "modalities": list(mods)}
 
 
 def iter_embedding_chunks(model, chunks: Iterable[pd.DataFrame], *, modalities: Sequence[str] | str | None = None,
@@ -442,14 +443,13 @@ def merge_shards(out: str | Path, *, progress: bool = True) -> EmbedSummary:
 
 def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``clibd embed``."""
-    from .cli import add_data_arguments
+    from .cli import add_data_arguments, add_model_arguments
 
     add_data_arguments(parser, required=False)
-    parser.add_argument("--run", "--run-dir", dest="run", default=None,
-                        help="training run folder (clibd train --out); not needed with --merge. Under torchrun write "
-                             "--run-dir (torchrun's own parser takes --run for an abbreviation of its --run-path)")
+    add_model_arguments(parser, required=False, run_flags=("--run", "--run-dir"),  # --merge needs no model
+                        run_help="not needed with --merge. Under torchrun write --run-dir (torchrun's own parser "
+                                 "takes --run for an abbreviation of its --run-path)")
     parser.add_argument("--out", required=True, help="embedding file to write (.parquet)")
-    parser.add_argument("--checkpoint", default="best", help="best (default), last, or epoch-NNNN")
     parser.add_argument("--modalities", default=None, help="subset of the model's modalities (default: all)")
     parser.add_argument("--batch-size", type=int, default=64, help="records per forward pass (default 64)")
     parser.add_argument("--chunk-size", type=int, default=50_000,
@@ -490,8 +490,9 @@ def run_embed(args: argparse.Namespace) -> int:
         summary = merge_shards(out, progress=progress)
         sys.stdout.write(json.dumps(summary.to_json_dict()) + "\n")
         return 0
-    if not args.data or not args.run:
-        raise ConfigError("clibd embed needs --data and --run (or --merge to merge finished shards)")
+    if not args.data or not (args.run or args.model):
+        raise ConfigError("clibd embed needs --data and --run RUN or --model NAME|PATH (or --merge to merge finished "
+                          "shards)")
     shard = parse_shard(args.shard) if args.shard else None
     if shard is None and launched_by_torchrun():
         # one shard per rank, then rank 0 merges (gloo only for the barrier; ranks may finish far apart)
@@ -514,12 +515,12 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def _embed(args: argparse.Namespace, shard: tuple[int, int] | None, progress: bool) -> EmbedSummary:
-    from .checkpoint import load_run
+    from .cli import load_model, model_provenance
     from .training import resolve_device
 
-    model = load_run(args.run, args.checkpoint, device=str(resolve_device(args.device)))
+    model = load_model(args, device=str(resolve_device(args.device)))
     stream = _record_stream(args)
-    provenance = {"run": str(args.run), "checkpoint": args.checkpoint, "data": str(args.data)}
+    provenance = {**model_provenance(args), "data": str(args.data)}
     out = Path(args.out)
     if shard is None:
         summary = write_embeddings(model, stream, out, modalities=args.modalities, batch_size=args.batch_size,

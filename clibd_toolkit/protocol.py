@@ -89,6 +89,22 @@ def evaluate_model(model, records: pd.DataFrame, config: EvalConfig | None = Non
     return ModelEvaluation(result, emb, summary, scores)
 
 
+def evaluate_embedding_set(emb: EmbeddingSet, config: EvalConfig | None = None, *, novelty: bool = True,
+                           progress: bool = True) -> ModelEvaluation:
+    """The protocol on embeddings that are already made and carry their splits (an embedding file, or the
+    official released CLIBD embeddings read by :func:`clibd_toolkit.store.load_embeddings`); no model needed."""
+    from .splits import key_mask, query_mask
+
+    config = config or EvalConfig()
+    meta = emb.metadata
+    queries = query_mask(meta, config.stage, "seen") | query_mask(meta, config.stage, "unseen")
+    result = evaluate_embeddings(emb, config, progress=progress)
+    summary = {"stage": config.stage, "n_records": len(emb), "n_keys": int(key_mask(meta).sum()),
+               "n_queries": int(queries.sum()), "default_split_applied": False, "split_seed": None,
+               "train_overlap_queries": None, "train_overlap_keys": None, "modalities": list(emb.modalities)}
+    return ModelEvaluation(result, emb, summary, _novelty_scores(emb, config.stage) if novelty else {})
+
+
 def _has_split(records: pd.DataFrame) -> bool:
     from .splits import has_splits
 
@@ -146,14 +162,19 @@ def read_train_ids(run_dir: str | Path) -> set[str] | None:
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``clibd evaluate``."""
-    from .cli import add_data_arguments
+    from .cli import add_data_arguments, add_model_arguments
 
-    add_data_arguments(parser)
-    parser.add_argument("--run", required=True, help="training run folder (clibd train --out)")
+    add_data_arguments(parser, required=False)
+    add_model_arguments(parser, required=False)
+    parser.add_argument("--embeddings", default=None, metavar="FILE",
+                        help="evaluate an embedding file instead of embedding --data with --run/--model: `clibd "
+                             "embed` Parquet, or the official released CLIBD HDF5 (extracted_feature_from_*_split)")
     parser.add_argument("--out", required=True, help="output folder: metrics.json, per_taxon.csv, table.txt, ...")
-    parser.add_argument("--checkpoint", default="best", help="best (default), last, or epoch-NNNN")
     parser.add_argument("--stage", choices=["test", "val"], default="test", help="query sets (default: test)")
-    parser.add_argument("--pairs", default="all", help="'all' or comma-separated QUERY->KEY pairs, e.g. dna->dna")
+    parser.add_argument("--pairs", default="all",
+                        help="'all' (the published pairs: image/dna queries against image/dna/text keys), 'official' "
+                             "(every pair the official CLIBD script reports: also text queries and the fused "
+                             "image+dna / concat features, all keys stacked), or comma-separated QUERY->KEY pairs")
     parser.add_argument("--ks", default="1,3,5", help="top-k accuracies to report (default: 1,3,5)")
     parser.add_argument("--split-seed", type=int, default=42, help="seed of the default split (data without one)")
     parser.add_argument("--no-novelty", action="store_true", help="skip the novelty-detection scores")
@@ -164,24 +185,30 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """``clibd evaluate``: the CLIBD protocol for a run on a dataset, written to ``--out``."""
-    from .checkpoint import load_run, read_run_info
-    from .cli import load_data
+    from .checkpoint import read_run_info
+    from .cli import load_data, load_model, model_provenance
     from .training import resolve_device
 
-    pairs = "all" if args.pairs == "all" else tuple(p.strip() for p in args.pairs.split(",") if p.strip())
+    pairs = args.pairs if args.pairs in ("all", "official") else tuple(
+        p.strip() for p in args.pairs.split(",") if p.strip())
     try:
         ks = tuple(int(k) for k in args.ks.split(","))
     except ValueError:
         raise ConfigError(f"--ks got {args.ks!r}; expected comma-separated integers such as 1,3,5") from None
     eval_cfg = EvalConfig(stage=args.stage, pairs=pairs, ks=ks)
-    model = load_run(args.run, args.checkpoint, device=str(resolve_device(args.device)))
-    model_cfg, train_cfg, data_info = read_run_info(args.run)
+    if args.embeddings:
+        return _evaluate_file(args, eval_cfg)
+    if not args.data or not (args.run or args.model):
+        raise ConfigError("clibd evaluate needs --data with --run RUN or --model NAME|PATH, or --embeddings FILE")
+    model = load_model(args, device=str(resolve_device(args.device)))
+    # a released model's training data (BIOSCAN) is not on this machine: no overlap can be counted
+    data_info = read_run_info(args.run)[2] if args.run else {"released": model.source.get("name")}
     records = load_data(args, rejects_path=Path(args.out) / "data-rejects.csv")
     evaluation = evaluate_model(model, records, eval_cfg, split_seed=args.split_seed,
-                                train_ids=read_train_ids(args.run), novelty=not args.no_novelty,
+                                train_ids=read_train_ids(args.run) if args.run else None, novelty=not args.no_novelty,
                                 batch_size=args.batch_size, progress=not args.no_progress)
-    config = {"eval": eval_cfg.to_json_dict(), "model": model_cfg.to_json_dict(), "run": str(args.run),
-              "checkpoint": args.checkpoint, "data": str(args.data), "train_data": data_info,
+    config = {"eval": eval_cfg.to_json_dict(), "model": model.config.to_json_dict(), "model_source": model.source,
+              **model_provenance(args), "data": str(args.data), "train_data": data_info,
               "default_split_applied": evaluation.summary["default_split_applied"],
               "split_seed": evaluation.summary["split_seed"]}
     paths = write_evaluation(evaluation, args.out, config)
@@ -194,6 +221,23 @@ def run_evaluate(args: argparse.Namespace) -> int:
              format_table(evaluation.result),
              f"wrote {', '.join(str(p) for p in paths.values())}"]
     sys.stdout.write("\n".join(line for line in lines if line) + "\n")
+    return 0
+
+
+def _evaluate_file(args: argparse.Namespace, eval_cfg: EvalConfig) -> int:
+    """``clibd evaluate --embeddings FILE``: the protocol on an existing embedding file."""
+    from .store import load_embeddings
+
+    if args.data or args.run or args.model:
+        raise ConfigError("--embeddings evaluates a file as it is: leave out --data, --run and --model")
+    emb = load_embeddings(args.embeddings)
+    evaluation = evaluate_embedding_set(emb, eval_cfg, novelty=not args.no_novelty, progress=not args.no_progress)
+    config = {"eval": eval_cfg.to_json_dict(), "embeddings": str(args.embeddings), "embeddings_config": emb.config}
+    paths = write_evaluation(evaluation, args.out, config)
+    s = evaluation.summary
+    sys.stdout.write(f"CLIBD protocol on {args.embeddings}: {args.stage} queries ({s['n_queries']}) against all keys "
+                     f"({s['n_keys']})\n{format_table(evaluation.result)}\nwrote "
+                     f"{', '.join(str(p) for p in paths.values())}\n")
     return 0
 
 
@@ -260,9 +304,12 @@ def identify_records(model, queries: pd.DataFrame, reference: EmbeddingSet | pd.
 
 def add_identify_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``clibd identify``."""
-    parser.add_argument("--run", required=True, help="training run folder (clibd train --out)")
+    from .cli import add_model_arguments
+
+    add_model_arguments(parser)
     parser.add_argument("--reference", required=True,
-                        help="reference library: a records file (embedded now) or an embedding file (.parquet)")
+                        help="reference library: a records file (embedded now), an embedding file (.parquet) or "
+                             "the official released CLIBD embeddings (.hdf5)")
     parser.add_argument("--query", required=True,
                         help="an image file or folder, a FASTA file, a DNA sequence, or a records file")
     parser.add_argument("--out", required=True, help="CSV to write (one row per query)")
@@ -271,7 +318,6 @@ def add_identify_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-k", "--k", type=int, default=5, help="neighbours listed per query")
     parser.add_argument("--calibration", default=None, help="a saved novelty calibration JSON (default: calibrate now)")
     parser.add_argument("--no-novelty", action="store_true", help="no novelty flag / back-off")
-    parser.add_argument("--checkpoint", default="best")
     parser.add_argument("--image-root", default=None)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto")
@@ -280,17 +326,20 @@ def add_identify_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_identify(args: argparse.Namespace) -> int:
     """``clibd identify``: name each query at every rank, with neighbours, scores and the novelty flag."""
-    from .checkpoint import load_run
+    from .cli import load_model
     from .identification import NoveltyCalibration
+    from .store import load_embeddings
     from .io import atomic_path
     from .readers import read_records
     from .training import resolve_device
 
     if args.k < 1:
         raise ConfigError(f"-k got {args.k}; expected an integer >= 1")
-    model = load_run(args.run, args.checkpoint, device=str(resolve_device(args.device)))
+    model = load_model(args, device=str(resolve_device(args.device)))
     ref_path = Path(args.reference)
-    reference: Any = (EmbeddingSet.load(ref_path) if ref_path.suffix == ".parquet" and ref_path.is_file()
+    embedding_file = ref_path.is_file() and ref_path.suffix.lower() in (".parquet", ".hdf5", ".h5") and not (
+        ref_path.suffix.lower() != ".parquet" and _is_clibd_records_hdf5(ref_path))
+    reference: Any = (load_embeddings(ref_path) if embedding_file
                       else read_records(ref_path, **({"image_root": args.image_root} if args.image_root else {})).records)
     queries = load_queries(args.query, image_root=args.image_root)
     calibration = NoveltyCalibration.load(args.calibration) if args.calibration else None
@@ -307,3 +356,11 @@ def run_identify(args: argparse.Namespace) -> int:
                                  "calibration": None if calibration is None else
                                  (args.calibration or str(args.out) + ".calibration.json")}) + "\n")
     return 0
+
+
+def _is_clibd_records_hdf5(path: Path) -> bool:
+    """A CLIBD *dataset* HDF5 (records with images and barcodes), as opposed to released *embeddings*."""
+    import h5py
+
+    with h5py.File(path, "r") as fh:
+        return not any(g in fh for g in ("seen", "unseen", "key"))

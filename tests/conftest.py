@@ -16,3 +16,15 @@ def shared_data() -> Path:
         pytest.skip(f"real reference data not found at {SHARED_DATA} (expected ../shared/data next to the "
                     "repository); these tests run in CI where it is present")
     return SHARED_DATA
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``network`` need internet (model hubs): they run only with CLIBD_NETWORK_TESTS=1."""
+    import os
+
+    if os.environ.get("CLIBD_NETWORK_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="needs internet; run with CLIBD_NETWORK_TESTS=1")
+    for item in items:
+        if "network" in item.keywords:
+            item.add_marker(skip)
