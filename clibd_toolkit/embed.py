@@ -38,7 +38,7 @@ import torch
 
 from .batching import make_batch, scatter_rows
 from .config import parse_modalities
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, DataError
 from .records import check_records
 from .schema import RECORD_ID
 from .store import META_COLUMNS, EmbeddingSet, EmbeddingWriter, iter_embeddings, read_header, verify_embedding_file
@@ -102,6 +102,23 @@ def _modalities(model, modalities: Sequence[str] | str | None) -> tuple[str, ...
 def _base_config(model, mods: Sequence[str]) -> dict[str, Any]:
     return {"model": model.config.to_json_dict(), "model_source": dict(getattr(model, "source", {}) or {}),
             "modalities": list(mods)}
+
+
+def check_embeddings_model(embeddings, model, what: str) -> None:
+    """DataError when the embedding file records a different model than ``model`` (by the SHA-256 of its weights
+    file); files that record none (older files, released embeddings) are accepted."""
+    def identity(s: dict) -> str | None:  # released file: its SHA-256; run checkpoint: its weights' SHA-256
+        return s.get("sha256") or s.get("model_sha256")
+
+    def name(s: dict) -> str:
+        return s.get("name") or s.get("file") or s.get("run") or "?"
+
+    made_by = (embeddings.config or {}).get("model_source") or {}
+    source = getattr(model, "source", {}) or {}
+    if identity(made_by) and identity(source) and identity(made_by) != identity(source):
+        raise DataError(f"{what} were made by model {name(made_by)} ({identity(made_by)[:12]}), not by the model "
+                        f"loaded now, {name(source)} ({identity(source)[:12]}); vectors of two models do not share a "
+                        "space: embed the data with this model (notebooks: -p EMBEDDINGS '')")
 
 
 def iter_embedding_chunks(model, chunks: Iterable[pd.DataFrame], *, modalities: Sequence[str] | str | None = None,

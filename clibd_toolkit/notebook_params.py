@@ -74,7 +74,11 @@ class _InputsConfig(NotebookConfig):
     data: str = f"{QUICKSTART_OUTPUT}/survey"  # records (any format load_records reads) with CLIBD splits
     run: str = f"{QUICKSTART_OUTPUT}/run"  # training run folder (clibd train --out)
     checkpoint: str = "best"  # best | last | epoch-NNNN
-    embeddings: str = f"{QUICKSTART_OUTPUT}/embeddings.parquet"  # embeddings of DATA; "" = embed DATA with RUN now
+    # a released CLIBD model instead of RUN: a name from `clibd models` or a best.pth path ("" = use RUN)
+    model: str = ""
+    # embeddings of DATA ("" = embed DATA now); or the official released CLIBD embeddings (.hdf5), which carry their
+    # own labels and splits (DATA is then not read)
+    embeddings: str = f"{QUICKSTART_OUTPUT}/embeddings.parquet"
 
     def validate(self) -> None:
         super().validate()
@@ -258,7 +262,8 @@ class EvaluateNotebookConfig(_InputsConfig):
     def eval_config(self):
         from .evaluate import EvalConfig
 
-        pairs = "all" if self.pairs.strip() == "all" else tuple(p.strip() for p in self.pairs.split(",") if p.strip())
+        text = self.pairs.strip()
+        pairs = text if text in ("all", "official") else tuple(p.strip() for p in text.split(",") if p.strip())
         return EvalConfig(stage=self.stage, ks=self.ks, pairs=pairs)
 
 
@@ -337,6 +342,15 @@ class PerTaxonNotebookConfig(_InputsConfig):
         self._require(self.k >= 1, "k", "an integer >= 1")
         self._require(self.rank in RANKS, "rank", f"one of {list(RANKS)}")
         self._require(self.n_worst >= 1, "n_worst", "an integer >= 1")
+
+    def eval_config(self):
+        """The protocol settings for ``pair``: the published pairs, or every official one when ``pair`` uses a fused
+        feature (``image+dna``, ``concat``, ``all`` keys) or text queries."""
+        from .evaluate import KEY_MODALITIES, QUERY_MODALITIES, EvalConfig, parse_pair
+
+        query, key = parse_pair(self.pair)
+        published = query in QUERY_MODALITIES and key in KEY_MODALITIES
+        return EvalConfig(stage=self.stage, ks=(self.k,), pairs="all" if published else "official")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -444,47 +458,57 @@ def resolve_inputs(config: _InputsConfig, *, need_model: bool = False, progress:
 
     - ``SMOKE=True`` with the quickstart's default paths absent: a tiny simulated survey and a briefly trained
       ``tiny`` model are made once in ``OUTPUT_DIR/smoke-inputs`` (:func:`clibd_toolkit.demo.make_smoke_inputs`).
+    - The model is ``MODEL`` (a released CLIBD model, :func:`clibd_toolkit.pretrained.load_pretrained`) when it is
+      set, else ``RUN``/``CHECKPOINT``. With ``MODEL`` set and ``EMBEDDINGS`` left at its default (the quickstart
+      run's file), DATA is embedded with the released model.
     - ``DATA`` without a split column gets the default CLIBD split (seeded with ``SEED``) and ``split_applied``.
-    - ``EMBEDDINGS`` (a file) is loaded and checked to hold exactly DATA's records; when it is ``""`` or missing,
-      DATA is embedded with the ``RUN``/``CHECKPOINT`` model (and written to ``OUTPUT_DIR/embeddings.parquet``).
+    - ``EMBEDDINGS`` (a file) is loaded and checked to hold exactly DATA's records and, when a model is loaded too,
+      to come from that model; when it is ``""`` or missing, DATA is embedded with the model (and written to
+      ``OUTPUT_DIR/embeddings.parquet``). The official released CLIBD embeddings (``.hdf5``) are read with their
+      own labels and splits; ``records`` then holds only those (no barcodes or images) and DATA is not read.
 
     Raises:
         ConfigError: a path that does not exist (with the parameter to fix).
-        DataError: embeddings that do not match the records.
+        DataError: embeddings that do not match the records or the model.
     """
-    from .checkpoint import load_run
-    from .embed import extract_embeddings
+    from .embed import check_embeddings_model, extract_embeddings
     from .errors import DataError
     from .records import load_records
     from .schema import RECORD_ID
     from .splits import SplitConfig, ensure_splits
-    from .store import EmbeddingSet
-    from .training import resolve_device
+    from .store import load_embeddings
 
     defaults = _InputsConfig()
-    data = _smoke_or(config, config.data, defaults.data, "data")
-    run = _smoke_or(config, config.run, defaults.run, "run")
-    embeddings = _smoke_or(config, config.embeddings, defaults.embeddings, "embeddings")
-    if not Path(data).expanduser().exists():
+    embeddings = config.embeddings
+    if config.model and embeddings == defaults.embeddings:
+        embeddings = ""  # the quickstart's file was made by its own run, not by MODEL
+    embeddings = _smoke_or(config, embeddings, defaults.embeddings, "embeddings")
+    have_file = bool(embeddings) and Path(embeddings).expanduser().is_file()
+    released = have_file and Path(embeddings).suffix.lower() in (".hdf5", ".h5")
+    data = None if released else _smoke_or(config, config.data, defaults.data, "data")
+    if data is not None and not Path(data).expanduser().exists():
         raise ConfigError(f"DATA {data!r} does not exist; run 01_quickstart first (it writes {defaults.data}), pass "
                           "-p DATA PATH, or -p SMOKE True for a tiny self-made example")
+    model, sources = None, {}
+    if need_model or not have_file:
+        model, sources["model"] = _load_model(config, defaults)
+    if released:
+        emb = load_embeddings(embeddings)
+        records, applied = _records_of(emb), False
+        sources.update(embeddings=f"{embeddings} (released CLIBD embeddings; labels and splits from the file)")
+        return NotebookInputs(records=records, embeddings=emb, model=model, sources=sources)
     records = load_records(data)
     records, applied = ensure_splits(records, SplitConfig(seed=config.seed))
     if applied:
         log.warning("DATA %s has no split column: the default CLIBD split (seed %d) was assigned", data, config.seed)
-    sources = {"data": str(data)}
-    model = None
-    if need_model or not (embeddings and Path(embeddings).expanduser().is_file()):
-        if not Path(run).expanduser().is_dir():
-            raise ConfigError(f"RUN {run!r} is not a training run folder; run 01_quickstart or 02_train first, or "
-                              "pass -p RUN FOLDER")
-        model = load_run(run, config.checkpoint, device=str(resolve_device(config.device)))
-        sources["run"] = f"{run} ({config.checkpoint})"
-    if embeddings and Path(embeddings).expanduser().is_file():
-        emb = EmbeddingSet.load(embeddings)
+    sources["data"] = str(data)
+    if have_file:
+        emb = load_embeddings(embeddings)
         if list(map(str, emb.metadata[RECORD_ID])) != list(map(str, records[RECORD_ID])):
             raise DataError(f"EMBEDDINGS {embeddings} do not hold exactly the records of DATA {data} in the same "
                             "order; pass the embeddings made from this DATA, or -p EMBEDDINGS '' to embed it now")
+        if model is not None:
+            check_embeddings_model(emb, model, f"EMBEDDINGS {embeddings}")
         if applied:  # the embeddings file carries the splits of the records it was made from
             emb.metadata[SPLIT] = records[SPLIT].to_numpy()
         sources["embeddings"] = str(embeddings)
@@ -493,8 +517,38 @@ def resolve_inputs(config: _InputsConfig, *, need_model: bool = False, progress:
         path = config.output_path / "embeddings.parquet"
         config.output_path.mkdir(parents=True, exist_ok=True)
         emb.save(path)
-        sources["embeddings"] = f"{path} (embedded now with {run})"
+        sources["embeddings"] = f"{path} (embedded now with {sources['model']})"
     return NotebookInputs(records=records, embeddings=emb, model=model, split_applied=applied, sources=sources)
+
+
+def _load_model(config: _InputsConfig, defaults: _InputsConfig) -> tuple[Any, str]:
+    """The MODEL (released) or RUN/CHECKPOINT model, and how to name it in ``sources``."""
+    from .training import resolve_device
+
+    device = str(resolve_device(config.device))
+    if config.model:
+        from .pretrained import load_pretrained
+
+        return load_pretrained(config.model, device=device), f"{config.model} (released CLIBD model)"
+    from .checkpoint import load_run
+
+    run = _smoke_or(config, config.run, defaults.run, "run")
+    if not Path(run).expanduser().is_dir():
+        raise ConfigError(f"RUN {run!r} is not a training run folder; run 01_quickstart or 02_train first, pass "
+                          "-p RUN FOLDER, or -p MODEL NAME for a released CLIBD model (`clibd models`)")
+    return load_run(run, config.checkpoint, device=device), f"{run} ({config.checkpoint})"
+
+
+def _records_of(embeddings) -> Any:
+    """A records table of the embedded records (labels and splits; no barcodes or images)."""
+    import pandas as pd
+
+    from .schema import CANONICAL_COLUMNS
+
+    meta = embeddings.metadata
+    return pd.DataFrame({c: (meta[c].to_numpy(dtype=object) if c in meta else pd.Series([pd.NA] * len(meta),
+                                                                                          dtype="object"))
+                         for c in CANONICAL_COLUMNS})
 
 
 # --- notebook steps -------------------------------------------------------------------------------------------

@@ -282,7 +282,7 @@ def identify_records(model, queries: pd.DataFrame, reference: EmbeddingSet | pd.
         (one row per query DataFrame, the NoveltyCalibration used or None)
     """
     from .batching import modality_present
-    from .embed import extract_embeddings
+    from .embed import check_embeddings_model, extract_embeddings
     from .identification import calibrate_novelty, identify
 
     if query_modality is None:
@@ -290,6 +290,8 @@ def identify_records(model, queries: pd.DataFrame, reference: EmbeddingSet | pd.
     if query_modality not in model.modalities:
         raise ConfigError(f"the model has no {query_modality!r} encoder; it has {list(model.modalities)}")
     key_modality = key_modality or query_modality
+    if isinstance(reference, EmbeddingSet):
+        check_embeddings_model(reference, model, "the reference embeddings")
     ref = reference if isinstance(reference, EmbeddingSet) else extract_embeddings(
         model, reference, modalities=[key_modality], batch_size=batch_size, progress=progress)
     if key_modality not in ref.modalities:

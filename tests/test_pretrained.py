@@ -238,3 +238,17 @@ def test_bert_small_vocab_on_the_hub_is_the_shipped_one(tmp_path):
 
     path = hf_hub_download(BERT_SMALL_HUB_ID, "vocab.txt", cache_dir=str(tmp_path))
     assert git_blob_sha1(Path(path).read_bytes()) == BERT_UNCASED_VOCAB_GIT_SHA1
+
+
+def test_identify_refuses_reference_embeddings_of_another_model(released, survey, tmp_path):
+    from clibd_toolkit import extract_embeddings, load_official_checkpoint, load_records
+
+    other = ref.fill_random(ref.build_official(HUB_SIZES), seed=8)
+    other_file = ref.save_released(other, tmp_path / "other.pth")
+    emb = extract_embeddings(load_official_checkpoint(other_file), load_records(survey / "reference.csv"),
+                             progress=False)
+    emb.save(tmp_path / "other.parquet")
+    assert cli.main(["identify", "--model", str(released), "--reference", str(tmp_path / "other.parquet"),
+                     "--query", str(survey / "queries.fasta"), "--out", str(tmp_path / "ids.csv"),
+                     "--no-progress"]) == 2
+    assert not (tmp_path / "ids.csv").exists()
