@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU check, run from the repo root on a machine with one CUDA GPU and torch/transformers/peft installed:
 # the real CLI pipeline (simulate -> train -> evaluate) with the paper preset's image + DNA encoders (ViT-B/16 and
-# BarcodeBERT, random weights) in bf16 autocast, then the synthetic-input throughput benchmark (samples/s, MFU).
+# BarcodeBERT, random weights) in bf16 autocast, then the synthetic-input throughput benchmark (samples/s, MFU) and
+# the released-CLIBD-model load time and embedding throughput on the GPU.
 # Writes its outputs under ${OUT:-gpu-check}.
 set -euo pipefail
 OUT="${OUT:-gpu-check}"
@@ -19,4 +20,6 @@ cp /tmp/gpu-run/history.csv "$OUT/history.csv"
 echo "pipeline seconds: $(( $(date +%s) - start ))"
 python3 benchmarks/train_throughput.py --preset paper --device cuda --batch-size 256 --steps 100 --warmup 10 \
     --precision bf16 | tee "$OUT/throughput.json"
+python3 benchmarks/released_model.py --device cuda --image-batch 256 --dna-batch 512 --text-batch 1024 \
+    | tee "$OUT/released_model.json"
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv | tee "$OUT/nvidia-smi.csv"

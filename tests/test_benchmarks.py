@@ -23,6 +23,7 @@ SMALL = {
     "umap_plot": ["--points", "400", "--dim", "16", "--species", "10", "--warmup-points", "0"],
     "latent_space": ["--records", "400", "--species", "10", "--umap-records", "200", "--no-browser"],
     "simulator": ["--dna-records", "300", "--image-records", "20", "--image-size", "32"],
+    "released_model": ["--size", "small", "--repeats", "1", "--image-batch", "2", "--dna-batch", "4", "--text-batch", "4"],
 }
 
 
