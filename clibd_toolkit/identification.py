@@ -252,7 +252,11 @@ def calibrate_novelty(reference: EmbeddingSet, *, query_modality: str, key_modal
                                   holdout_record_fraction=holdout_record_fraction, n_repeats=n_repeats, seed=seed)
     for modality in (query_modality, key_modality):
         if modality not in reference.modalities:
-            raise ConfigError(f"the reference has no {modality!r} embeddings; it has {list(reference.modalities)}")
+            raise ConfigError(
+                f"novelty calibration of {query_modality} queries against {key_modality} keys simulates queries from "
+                f"the reference itself, so the reference needs {modality} embeddings too, and it has only "
+                f"{list(reference.modalities)}; use a reference with both, or identify without the novelty flag "
+                "(clibd identify --no-novelty)")
     meta = reference.metadata
     if meta["species"].nunique(dropna=True) < 2:
         raise DataError("novelty calibration needs a reference with at least 2 labelled species")

@@ -10,8 +10,8 @@ first, then the older paths the model card and earlier configs list; the file la
 
 The hub paths are derived from the official configs (``bioscan-ml/clibd`` ``global_config.yaml`` ``version: ver_1_0``
 and each final-experiment config's ``dataset`` / ``model_output_name``); file sizes are computed from the key layout
-of each model (fp32), not read from the hub. The licence is that of the official repository (MIT); cite
-:data:`CITATION` when reporting results.
+of each model (fp32), not read from the hub. The official code is MIT-licensed; the checkpoints' own terms are on
+the hub's model card. Cite :data:`CITATION` when reporting results.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from typing import Any
 from .errors import CheckpointError, ConfigError
 
 HUB_REPO = "bioscan-ml/clibd"
-LICENSE = "MIT (bioscan-ml/clibd)"
+LICENSE = "official code MIT (github.com/bioscan-ml/clibd); checkpoints: see the model card on the hub"
 CITATION = """@inproceedings{gong2025clibd,
     title={{CLIBD}: Bridging Vision and Genomics for Biodiversity Monitoring at Scale},
     author={ZeMing Gong and Austin Wang and Xiaoliang Huo and Joakim Bruslund Haurum

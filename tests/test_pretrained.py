@@ -172,6 +172,21 @@ def test_identify_with_a_released_file(released, survey, tmp_path):
                      "--query", str(survey / "queries.fasta"), "--out", str(out), "--no-progress"]) == 0
     table = pd.read_csv(out)
     assert len(table) == 8 and table["predicted_species"].notna().all()
+    # photos against barcode records (the README's command): cross-modal, one row per photo
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(photos / f"p{i}.jpg")
+    assert cli.main(["identify", "--model", str(released), "--reference", str(survey / "reference.csv"),
+                     "--query", str(photos), "--key-modality", "dna", "--out", str(tmp_path / "photo_ids.csv"),
+                     "--no-progress"]) == 2  # no photos in the reference: the novelty flag cannot be calibrated
+    assert cli.main(["identify", "--model", str(released), "--reference", str(survey / "reference.csv"),
+                     "--query", str(photos), "--key-modality", "dna", "--no-novelty", "--out",
+                     str(tmp_path / "photo_ids.csv"), "--no-progress"]) == 0
+    assert len(pd.read_csv(tmp_path / "photo_ids.csv")) == 2
 
 
 def test_evaluate_and_cluster_with_a_released_file(released, survey, tmp_path):
