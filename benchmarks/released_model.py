@@ -33,12 +33,6 @@ sys.path.insert(0, str(REPO / "tests"))
 import official_reference as ref  # noqa: E402  (the official module tree, stack-free)
 
 
-def _timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
-
-
 def throughput(model, modality: str, batch: int, repeats: int, device: str, rng: np.random.Generator) -> float:
     if modality == "image":
         pixels = torch.rand(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0))
@@ -57,7 +51,9 @@ def throughput(model, modality: str, batch: int, repeats: int, device: str, rng:
         for _ in range(repeats):
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
-            _, seconds = _timed(work)
+            t0 = time.perf_counter()
+            work()
+            seconds = time.perf_counter() - t0
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             times.append(seconds)
@@ -83,20 +79,29 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         path = Path(tmp) / "best.pth"
         official = ref.fill_random(ref.build_official(sizes), seed=0, std=0.02)
-        _, write_s = _timed(lambda: ref.save_released(official, path))
+        t0 = time.perf_counter()
+        ref.save_released(official, path)
+        write_s = time.perf_counter() - t0
         n_keys = len(official.state_dict()) + 2  # + the two position_ids buffers
         del official
-        state, read_s = _timed(lambda: read_official_state(path))
-        converted, convert_s = _timed(lambda: convert_official_state_dict(state, source=str(path), num_heads=heads))
-        model, build_s = _timed(lambda: CLIBDModel(converted.config))
-        _, load_s = _timed(lambda: load_converted(model, converted, str(path)))
+        stamps = [time.perf_counter()]
+        state = read_official_state(path)
+        stamps.append(time.perf_counter())
+        converted = convert_official_state_dict(state, source=str(path), num_heads=heads)
+        stamps.append(time.perf_counter())
+        model = CLIBDModel(converted.config)
+        stamps.append(time.perf_counter())
+        load_converted(model, converted, str(path))
+        stamps.append(time.perf_counter())
+        read_s, convert_s, build_s, load_s = np.diff(stamps).tolist()
         model.eval()
         file_bytes = path.stat().st_size
         del state, converted
         results = {"load": {"read_s": read_s, "convert_s": convert_s, "build_s": build_s, "load_s": load_s,
                             "total_s": read_s + convert_s + build_s + load_s}}
-        _, to_device_s = _timed(lambda: model.to(device))
-        results["load"]["to_device_s"] = to_device_s
+        t0 = time.perf_counter()
+        model.to(device)
+        results["load"]["to_device_s"] = time.perf_counter() - t0
         rng = np.random.default_rng(0)
         batches = {"image": args.image_batch, "dna": args.dna_batch, "text": args.text_batch}
         results["records_per_s"] = {m: throughput(model, m, b, args.repeats, device, rng) for m, b in batches.items()}

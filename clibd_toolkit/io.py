@@ -110,7 +110,7 @@ def load_tensors(path: str | Path) -> dict:
 
     import torch
 
-    from .errors import CheckpointError, UnsafeFileError
+    from .errors import CheckpointError
 
     path = Path(path)
     if not path.is_file():

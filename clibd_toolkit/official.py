@@ -8,7 +8,8 @@ refused). The layout (``shared/docs/official-checkpoints.md`` sections 1-2, chec
 
 - prefixes: ``image_encoder.lora_vit.`` / ``dna_encoder.lora_barcode_bert.`` / ``language_encoder.lora_bert.``
   (files saved before the April 2025 "Naming refactor", i.e. every released model) or the current
-  ``image_encoder.base_image_encoder.`` / ``dna_encoder.base_dna_encoder.`` / ``language_encoder.base_language_encoder.``;
+  ``image_encoder.base_image_encoder.`` / ``dna_encoder.base_dna_encoder.`` /
+  ``language_encoder.base_language_encoder.``;
   a leading ``module.`` (DDP) is stripped;
 - image: a timm ``VisionTransformer`` whose every ``blocks.N.attn.qkv`` is CLIBD's LoRA wrapper, even in the full
   fine-tunes (``CLIBDImageEncoder`` tests ``if lora_layer:`` and ``[]`` is falsy): ``attn.qkv.qkv.{weight,bias}``
@@ -90,11 +91,12 @@ def _error(source: str, key: str, value: torch.Tensor | None, what: str) -> Chec
     return CheckpointError(f"{source}: key {key!r}{shape} {what}")
 
 
-def _split_by_encoder(state: Mapping[str, torch.Tensor], source: str) -> tuple[dict[str, dict], dict[str, Any]]:
-    """{modality: {inner key: tensor}} (text head under ``proj.``), plus the spelling/top-level facts."""
+def _split_by_encoder(state: Mapping[str, torch.Tensor],
+                      source: str) -> tuple[dict[str, dict], torch.Tensor | None, dict[str, Any]]:
+    """({modality: {inner key: tensor}} with the text head under ``proj.``, the logit_scale or None, facts)."""
     parts: dict[str, dict[str, torch.Tensor]] = {"image": {}, "dna": {}, "text": {}}
     spellings: set[str] = set()
-    top: dict[str, Any] = {}
+    logit_scale = None
     keys = list(state)
     strip_module = bool(keys) and all(k.startswith("module.") for k in keys)
     for raw_key, value in state.items():
@@ -103,7 +105,7 @@ def _split_by_encoder(state: Mapping[str, torch.Tensor], source: str) -> tuple[d
             raise _error(source, raw_key, None, f"holds a {type(value).__name__}, not a tensor; this is not a "
                          "released CLIBD state dict")
         if key == "logit_scale":
-            top["logit_scale"] = value
+            logit_scale = value
             continue
         if key.startswith(TEXT_HEAD_PREFIX):
             parts["text"]["proj." + key[len(TEXT_HEAD_PREFIX):]] = value
@@ -122,9 +124,9 @@ def _split_by_encoder(state: Mapping[str, torch.Tensor], source: str) -> tuple[d
                          f"{', '.join(p for _, o, n in PREFIXES for p in (o, n))}, {TEXT_HEAD_PREFIX} or "
                          "logit_scale); is this a CLIBD checkpoint?")
     info = {"modalities": [m for m in parts if parts[m]],
-            "key_spelling": "/".join(sorted(spellings)) or "none", "logit_scale": "logit_scale" in top,
+            "key_spelling": "/".join(sorted(spellings)) or "none", "logit_scale": logit_scale is not None,
             "ddp_prefix_stripped": strip_module}
-    return {m: p for m, p in parts.items() if p}, {**info, **top}
+    return {m: p for m, p in parts.items() if p}, logit_scale, info
 
 
 class _Tracked:
@@ -366,7 +368,7 @@ def convert_official_state_dict(state: Mapping[str, torch.Tensor], *, source: st
         CheckpointError: an unknown key, a missing key, a wrong shape or an inconsistent LoRA block, naming the
             key, its shape and ``source``.
     """
-    parts, info = _split_by_encoder(state, source)
+    parts, logit, info = _split_by_encoder(state, source)
     if "image" not in parts and "dna" not in parts and "text" not in parts:
         raise CheckpointError(f"{source}: no CLIBD encoder keys found (image_encoder.*, dna_encoder.*, "
                               "language_encoder.*); is this a CLIBD checkpoint?")
@@ -394,8 +396,6 @@ def convert_official_state_dict(state: Mapping[str, torch.Tensor], *, source: st
     if "dna" in sizes and sizes["dna"]["vocab"] != 3 + 4 ** DNA_K:
         raise CheckpointError(f"{source}: the DNA encoder has a vocabulary of {sizes['dna']['vocab']} tokens; "
                               f"CLIBD's BarcodeBERT has {3 + 4 ** DNA_K} (3 specials + every {DNA_K}-mer)")
-    logit = info.pop("logit_scale", None) if isinstance(info.get("logit_scale"), torch.Tensor) else None
-    info["logit_scale"] = logit is not None
     if logit is not None:
         if logit.numel() != 1:
             raise _error(source, "logit_scale", logit, "should be a scalar")
