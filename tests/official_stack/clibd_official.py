@@ -1,9 +1,10 @@
 """The official CLIBD encoder classes, re-typed line by line for reference-fixture generation.
 
-SIDE ENVIRONMENT ONLY. This module imports timm 1.0.x, torchvision and transformers 4.x (4.29.2, the
-version the official repository pins); it does NOT run in the toolkit's own venv (transformers 5) and is
-not imported by the test suite. Pytest does not collect it (no ``test_`` prefix). See ``README.md`` next
-to it for how the side environment is built.
+The fixture generator runs it in the side environment with timm 1.0.x, torchvision and transformers 4.29.2 (the
+versions the official repository pins); see ``README.md`` next to it. It imports neither timm nor torchvision at
+module level (only ``get_eval_image_transform`` needs torchvision), so the toolkit's tests import the same classes
+for their stack-free reference (``tests/official_reference.py``, which supplies a re-typed timm ViT). Pytest does not
+collect it (no ``test_`` prefix).
 
 Source: github.com/bioscan-ml/clibd, HEAD 7d73f80 (2025-06-11), mirrored read-only. Each class/function
 below names the official file and line range it follows. Bodies are copied as they are (comments shortened);
@@ -19,17 +20,20 @@ the only deliberate deviations, each marked ``DEVIATION``, are:
 * imports of unused modules (loratorch, clip, open_clip, faiss, hydra ...) are left out.
 """
 
+from __future__ import annotations
+
 import math
 from itertools import product
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision.transforms as transforms
-from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor
+
+if TYPE_CHECKING:  # annotation only: the module imports without timm
+    from timm.models.vision_transformer import VisionTransformer
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -420,6 +424,8 @@ class SimpleCLIPv1(nn.Module):
 
 # dataset.py:216-223 (eval, non-OpenCLIP, no transform_with_resize). No mean/std normalisation.
 def get_eval_image_transform():
+    import torchvision.transforms as transforms
+
     return transforms.Compose(
         [
             transforms.ToTensor(),

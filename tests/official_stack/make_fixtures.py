@@ -28,7 +28,6 @@ sys.dont_write_bytecode = True  # keep the working tree clean (no __pycache__ ne
 
 import argparse
 import hashlib
-import io
 import json
 import math
 import os
