@@ -66,6 +66,8 @@ _EXPORTS = {
     "mean_top1": "evaluate",
     "identify": "identification",
     "calibrate_novelty": "identification",
+    "calibrate_ranks": "rank_calibration",
+    "RankCalibration": "rank_calibration",
     "NoveltyCalibration": "identification",
     "evaluate_novelty": "identification",
     "cluster_embeddings": "cluster",

@@ -1,5 +1,10 @@
 """Name specimens against a reference library, flag likely novel species and back off to a supported rank.
 
+Two rules decide how far a name is reported: the default, a per-rank *calibrated precision*
+(:mod:`clibd_toolkit.rank_calibration`, leave-taxon-out at every rank, ``min_precision``), which ``clibd identify``
+and the notebooks use; and the older similarity thresholds described below (:class:`NoveltyCalibration`,
+leave-species-out only), kept for the novelty-detection scores of ``clibd evaluate``.
+
 **Prediction.** Each query takes the labels of its **nearest** reference record (top-1, as in the CLIBD protocol,
 so the four ranks are hierarchically consistent). ``similarity`` is that record's cosine similarity and
 ``novelty_score = 1 - similarity``. ``score_<rank>`` says how much the top-k neighbourhood backs the prediction at
@@ -117,7 +122,7 @@ def _rank_support(codes: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 
 def identify(queries: EmbeddingSet, reference: EmbeddingSet, *, query_modality: str, key_modality: str, k: int = 5,
-             novelty: NoveltyCalibration | None = None, backend: str = "exact") -> pd.DataFrame:
+             novelty: Any = None, backend: str = "exact") -> pd.DataFrame:
     """Identify each query against the reference library (see the module docstring for every column).
 
     Args:
@@ -125,8 +130,10 @@ def identify(queries: EmbeddingSet, reference: EmbeddingSet, *, query_modality: 
         reference: the reference library (labelled embeddings).
         query_modality, key_modality: e.g. ``"image"`` and ``"dna"``.
         k: neighbours listed and used for ``score_<rank>``.
-        novelty: thresholds from :func:`calibrate_novelty`; None = no novelty flag, no back-off beyond missing
-            reference labels.
+        novelty: a :class:`~clibd_toolkit.rank_calibration.RankCalibration` (per-rank calibrated naming: adds
+            ``confidence_<rank>`` and ``confidence``, the calibrated precision of the reported name; ``novel`` = the
+            species is not reported), or the older :class:`NoveltyCalibration` (similarity thresholds); None = no
+            novelty flag, no back-off beyond missing reference labels.
         backend: nearest-neighbour backend (:data:`clibd_toolkit.index.BACKENDS`).
 
     Returns:
@@ -139,11 +146,15 @@ def identify(queries: EmbeddingSet, reference: EmbeddingSet, *, query_modality: 
     Raises:
         ConfigError: missing modality, k larger than the reference, calibration for another modality pair.
     """
+    from .rank_calibration import RankCalibration, rank_features
+
+    ranked = isinstance(novelty, RankCalibration)
     if novelty is not None and (novelty.query_modality, novelty.key_modality) != (query_modality, key_modality):
         raise ConfigError(f"the novelty calibration is for {novelty.query_modality}->{novelty.key_modality} "
                           f"queries, not {query_modality}->{key_modality}; calibrate for this pair")
-    if novelty is not None and not novelty.thresholds:
-        raise ConfigError("the novelty calibration holds no thresholds; build it with calibrate_novelty(reference, ...)")
+    if novelty is not None and not (novelty.models if ranked else novelty.thresholds):
+        raise ConfigError("the calibration holds no thresholds or models; build it with calibrate_ranks(reference, "
+                          "...) or calibrate_novelty(reference, ...)")
     if query_modality not in queries.modalities:
         raise ConfigError(f"the queries have no {query_modality!r} embeddings; they have {list(queries.modalities)}")
     key_rows, index = _reference_index(reference, key_modality, backend)
@@ -152,7 +163,9 @@ def identify(queries: EmbeddingSet, reference: EmbeddingSet, *, query_modality: 
         logger.warning("%d of %d queries lack a %s embedding; their rows stay empty", (~has).sum(), len(has),
                        query_modality)
     q_rows = np.flatnonzero(has)
-    scores, neighbours = index.search(queries.vectors[query_modality][q_rows], k)
+    n_search = min(max(k, novelty.n_neighbours), len(key_rows)) if ranked else k
+    all_scores, all_neighbours = index.search(queries.vectors[query_modality][q_rows], n_search)
+    scores, neighbours = all_scores[:, :k], all_neighbours[:, :k]
     ref_meta = reference.metadata.iloc[key_rows].reset_index(drop=True)
     out = pd.DataFrame({RECORD_ID: queries.metadata[RECORD_ID].to_numpy(dtype=object)})
     n = len(out)
@@ -172,7 +185,17 @@ def identify(queries: EmbeddingSet, reference: EmbeddingSet, *, query_modality: 
         out[f"score_{rank}"] = column(_rank_support(codes, scores).astype(np.float64), np.float64)
     out["novelty_score"] = 1.0 - similarity
     accepted = {r: ~np.isnan(similarity) for r in RANKS}
-    if novelty is not None:
+    if ranked:
+        feats = {r: rank_features(all_scores, pd.factorize(ref_meta[r], use_na_sentinel=True)[0][all_neighbours],
+                                  min(novelty.k_support, n_search)) for r in RANKS}
+        confidence = novelty.confidence(feats)
+        for r in RANKS:
+            out[f"confidence_{r}"] = column(confidence[r], np.float64)
+        accepted = {r: np.nan_to_num(out[f"confidence_{r}"].to_numpy(dtype=np.float64), nan=-1.0)
+                    >= novelty.min_precision for r in RANKS}
+        out["novelty_score"] = 1.0 - out["confidence_species"]
+        out["novel"] = pd.array(np.where(np.isnan(similarity), None, ~accepted["species"]), dtype="boolean")
+    elif novelty is not None:
         accepted = {r: np.nan_to_num(similarity, nan=-np.inf) >= novelty.thresholds[r] for r in RANKS}
         out["novel"] = pd.array(np.where(np.isnan(similarity), None, ~accepted["species"]), dtype="boolean")
     else:
@@ -184,6 +207,12 @@ def identify(queries: EmbeddingSet, reference: EmbeddingSet, *, query_modality: 
         identified_rank[still] = rank
         out[f"identified_{rank}"] = out[f"predicted_{rank}"].where(still, pd.NA)
     out["identified_rank"] = identified_rank
+    if ranked:  # the calibrated precision of the reported name
+        conf = np.full(n, np.nan)
+        for rank in RANKS:
+            sel = np.array([v is not pd.NA and v == rank for v in identified_rank], dtype=bool)
+            conf[sel] = out[f"confidence_{rank}"].to_numpy(dtype=np.float64)[sel]
+        out["confidence"] = conf
     ids = ref_meta[RECORD_ID].to_numpy(dtype=object)[neighbours]
     species = ref_meta["species"].to_numpy(dtype=object)[neighbours]
     out["nearest_id"] = column(ids[:, 0])

@@ -367,14 +367,14 @@ class IdentifyNotebookConfig(_InputsConfig):
     reference_splits: str = "pretrain,train,seen_keys"  # splits of DATA forming the reference library
     key_modality: str = "dna"  # reference embeddings searched: dna | image | text
     k: int = 5  # neighbours shown
-    target_false_novel_rate: float = 0.05  # novelty calibration (leave-species-out on the reference)
+    min_precision: float = 0.95  # report the finest rank whose calibrated precision reaches this
 
     def validate(self) -> None:
         super().validate()
         self._require(self.key_modality in MODALITIES, "key_modality", f"one of {list(MODALITIES)}")
         self._require(self.k >= 1, "k", "an integer >= 1")
         self._require(self.query_records >= 1, "query_records", "an integer >= 1")
-        self._require(0 < self.target_false_novel_rate < 1, "target_false_novel_rate", "a number in (0, 1)")
+        self._require(0 < self.min_precision < 1, "min_precision", "a number in (0, 1)")
         self._require(bool(self.reference_splits.strip()), "reference_splits", "a comma-separated list of splits")
 
 
@@ -632,9 +632,10 @@ def query_records(config: IdentifyNotebookConfig, records) -> Any:
     return records.loc[picks].reset_index(drop=True)
 
 
-def identify_queries(model, queries, reference, *, key_modality: str, k: int = 5,
-                     target_false_novel_rate: float = 0.05, seed: int = 0) -> Any:
-    """Identify query records against the reference embeddings with a calibrated novelty flag, through each query
+def identify_queries(model, queries, reference, *, key_modality: str, k: int = 5, min_precision: float = 0.95,
+                     seed: int = 0) -> Any:
+    """Identify query records against the reference embeddings, each name reported at the finest rank whose
+    calibrated precision reaches ``min_precision`` (:mod:`clibd_toolkit.rank_calibration`), through each query
     modality they have: a photo through ``image``, a barcode through ``dna`` (one row per query and modality).
 
     Args:
@@ -643,31 +644,34 @@ def identify_queries(model, queries, reference, *, key_modality: str, k: int = 5
         reference: the reference library (EmbeddingSet).
 
     Returns:
-        :func:`clibd_toolkit.protocol.identify_records` rows plus ``query_modality``, ``key_modality`` and the
-        species threshold ``novelty_threshold``.
+        :func:`clibd_toolkit.protocol.identify_records` rows plus ``query_modality`` and ``key_modality``; the
+        calibration of each query modality is in ``.attrs["calibrations"]`` (for
+        :func:`clibd_toolkit.viz.plot_precision_coverage`).
     """
     import pandas as pd
 
     from .batching import modality_present
     from .errors import DataError
-    from .identification import calibrate_novelty
     from .protocol import identify_records
+    from .rank_calibration import calibrate_ranks
 
-    tables = []
+    tables, calibrations = [], {}
     for modality in ("image", "dna"):
         present = np.asarray(modality_present(queries, modality), dtype=bool)
         if modality not in model.modalities or not present.any():
             continue
-        calibration = calibrate_novelty(reference, query_modality=modality, key_modality=key_modality,
-                                        target_false_novel_rate=target_false_novel_rate, seed=seed)
+        calibration = calibrate_ranks(reference, query_modality=modality, key_modality=key_modality,
+                                      min_precision=min_precision, seed=seed)
         table, _ = identify_records(model, queries.loc[present].reset_index(drop=True), reference,
                                     query_modality=modality, key_modality=key_modality, k=k,
-                                    calibration=calibration, progress=False)
+                                    calibration=calibration, min_precision=min_precision, progress=False)
         table.insert(1, "query_modality", modality)
         table.insert(2, "key_modality", key_modality)
-        table["novelty_threshold"] = calibration.thresholds["species"]
         tables.append(table)
+        calibrations[modality] = calibration
     if not tables:
         raise DataError(f"no query has an input the model can embed (it has {list(model.modalities)}); give a photo "
                         "or a barcode")
-    return pd.concat(tables, ignore_index=True)
+    out = pd.concat(tables, ignore_index=True)
+    out.attrs["calibrations"] = calibrations
+    return out

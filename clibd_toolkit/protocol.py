@@ -19,7 +19,7 @@ import pandas as pd
 
 from .errors import ConfigError, DataError
 from .evaluate import EvalConfig, EvalResult, evaluate_embeddings, format_table, write_metrics
-from .schema import RECORD_ID, SPLIT_SEEN_KEYS, SPLIT_TRAIN
+from .schema import RANKS, RECORD_ID, SPLIT_SEEN_KEYS, SPLIT_TRAIN
 from .store import EmbeddingSet
 
 log = logging.getLogger(__name__)
@@ -270,20 +270,22 @@ def load_queries(query: str, *, image_root: str | None = None) -> pd.DataFrame:
 
 def identify_records(model, queries: pd.DataFrame, reference: EmbeddingSet | pd.DataFrame, *,
                      query_modality: str | None = None, key_modality: str | None = None, k: int = 5,
-                     calibration=None, calibrate: bool = True, batch_size: int = 64,
+                     calibration=None, calibrate: bool = True, min_precision: float = 0.95, batch_size: int = 64,
                      progress: bool = True) -> tuple[pd.DataFrame, Any]:
     """Identify query records against a reference library (records or an EmbeddingSet).
 
     The query modality defaults to DNA when the queries have barcodes, else image; the key modality defaults to
-    the query modality. Novelty thresholds come from ``calibration`` or, with ``calibrate``, from a
-    leave-species-out calibration on the reference (see :func:`clibd_toolkit.identification.calibrate_novelty`).
+    the query modality. Names are reported at the finest rank whose calibrated precision reaches ``min_precision``
+    (:mod:`clibd_toolkit.rank_calibration`), with ``calibration`` (checked to belong to this reference) or, with
+    ``calibrate``, a calibration fitted on the reference now by leaving out taxa at each rank.
 
     Returns:
-        (one row per query DataFrame, the NoveltyCalibration used or None)
+        (one row per query DataFrame, the calibration used or None)
     """
     from .batching import modality_present
     from .embed import check_embeddings_model, extract_embeddings
-    from .identification import calibrate_novelty, identify
+    from .identification import identify
+    from .rank_calibration import RankCalibration, calibrate_ranks
 
     if query_modality is None:
         query_modality = "dna" if "dna" in model.modalities and modality_present(queries, "dna").any() else "image"
@@ -297,10 +299,14 @@ def identify_records(model, queries: pd.DataFrame, reference: EmbeddingSet | pd.
     if key_modality not in ref.modalities:
         raise ConfigError(f"the reference has no {key_modality!r} vectors; it has {list(ref.modalities)}")
     q = extract_embeddings(model, queries, modalities=[query_modality], batch_size=batch_size, progress=progress)
-    if calibration is None and calibrate:
-        calibration = calibrate_novelty(ref, query_modality=query_modality, key_modality=key_modality)
-    table = identify(q, ref, query_modality=query_modality, key_modality=key_modality, k=min(k, int(ref.has(key_modality).sum())),
-                     novelty=calibration)
+    if isinstance(calibration, RankCalibration):
+        calibration.check_reference(ref)
+        calibration = calibration.replace(min_precision=min_precision)
+    elif calibration is None and calibrate:
+        calibration = calibrate_ranks(ref, query_modality=query_modality, key_modality=key_modality,
+                                      min_precision=min_precision)
+    table = identify(q, ref, query_modality=query_modality, key_modality=key_modality,
+                     k=min(k, int(ref.has(key_modality).sum())), novelty=calibration)
     return table, calibration
 
 
@@ -318,8 +324,14 @@ def add_identify_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--query-modality", choices=["dna", "image"], default=None)
     parser.add_argument("--key-modality", choices=["dna", "image", "text"], default=None)
     parser.add_argument("-k", "--k", type=int, default=5, help="neighbours listed per query")
-    parser.add_argument("--calibration", default=None, help="a saved novelty calibration JSON (default: calibrate now)")
-    parser.add_argument("--no-novelty", action="store_true", help="no novelty flag / back-off")
+    parser.add_argument("--min-precision", type=float, default=0.95,
+                        help="report each name at the finest rank whose calibrated precision reaches this (default "
+                             "0.95): 'family known, genus unknown' rather than a doubtful genus")
+    parser.add_argument("--calibration", default=None,
+                        help="a saved calibration JSON made on this same reference (default: calibrate now and save it "
+                             "beside an embedding-file reference, or beside --out)")
+    parser.add_argument("--no-novelty", action="store_true",
+                        help="no calibration: every query named by its nearest reference at every rank, no novelty flag")
     parser.add_argument("--image-root", default=None)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto")
@@ -329,7 +341,6 @@ def add_identify_arguments(parser: argparse.ArgumentParser) -> None:
 def run_identify(args: argparse.Namespace) -> int:
     """``clibd identify``: name each query at every rank, with neighbours, scores and the novelty flag."""
     from .cli import load_model
-    from .identification import NoveltyCalibration
     from .store import load_embeddings
     from .io import atomic_path
     from .readers import read_records
@@ -344,20 +355,46 @@ def run_identify(args: argparse.Namespace) -> int:
     reference: Any = (load_embeddings(ref_path) if embedding_file
                       else read_records(ref_path, **({"image_root": args.image_root} if args.image_root else {})).records)
     queries = load_queries(args.query, image_root=args.image_root)
-    calibration = NoveltyCalibration.load(args.calibration) if args.calibration else None
+    if not 0 < args.min_precision < 1:
+        raise ConfigError(f"--min-precision got {args.min_precision}; expected a number in (0, 1), e.g. 0.95")
+    calibration = load_calibration(args.calibration) if args.calibration else None
     table, calibration = identify_records(
         model, queries, reference, query_modality=args.query_modality, key_modality=args.key_modality, k=args.k,
-        calibration=calibration, calibrate=not args.no_novelty, batch_size=args.batch_size,
-        progress=not args.no_progress)
+        calibration=calibration, calibrate=not args.no_novelty, min_precision=args.min_precision,
+        batch_size=args.batch_size, progress=not args.no_progress)
     with atomic_path(args.out) as tmp:
         table.to_csv(tmp, index=False)
+    saved = args.calibration
     if calibration is not None and not args.calibration:
-        calibration.save(Path(str(args.out) + ".calibration.json"))
-    novel = int(table["novel"].sum()) if "novel" in table else 0
-    sys.stdout.write(json.dumps({"out": str(args.out), "queries": len(table), "flagged_novel": novel,
-                                 "calibration": None if calibration is None else
-                                 (args.calibration or str(args.out) + ".calibration.json")}) + "\n")
+        name = f".calibration-{calibration.query_modality}-{calibration.key_modality}.json"
+        saved = str(ref_path if embedding_file else Path(args.out)) + name
+        try:  # beside an embedding-file reference, so that the next run can reuse it with --calibration
+            calibration.save(saved)
+        except OSError:  # a read-only reference folder: beside the output instead
+            saved = str(args.out) + name
+            calibration.save(saved)
+    named = table["identified_rank"].value_counts().to_dict() if "identified_rank" in table else {}
+    sys.stdout.write(json.dumps({"out": str(args.out), "queries": len(table),
+                                 "flagged_novel": int(table["novel"].sum()) if "novel" in table else 0,
+                                 "reported_rank": {r: int(named.get(r, 0)) for r in RANKS},
+                                 "unnamed": int(table["identified_rank"].isna().sum()),
+                                 "calibration": saved}) + "\n")
     return 0
+
+
+def load_calibration(path: str | Path):
+    """A saved calibration JSON: a :class:`~clibd_toolkit.rank_calibration.RankCalibration` or an older
+    :class:`~clibd_toolkit.identification.NoveltyCalibration`, by the kind stamped in the file."""
+    from .identification import NoveltyCalibration
+    from .rank_calibration import RankCalibration
+
+    try:
+        kind = json.loads(Path(path).read_text()).get("config_kind")
+    except FileNotFoundError:
+        raise ConfigError(f"calibration file {path} does not exist") from None
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise ConfigError(f"calibration file {path} is not a calibration JSON ({exc})") from None
+    return NoveltyCalibration.load(path) if kind == NoveltyCalibration.kind else RankCalibration.load(path)
 
 
 def _is_clibd_records_hdf5(path: Path) -> bool:

@@ -267,3 +267,33 @@ def test_identify_refuses_reference_embeddings_of_another_model(released, survey
                      "--query", str(survey / "queries.fasta"), "--out", str(tmp_path / "ids.csv"),
                      "--no-progress"]) == 2
     assert not (tmp_path / "ids.csv").exists()
+
+
+def test_identify_min_precision_and_a_reused_calibration(released, survey, tmp_path, capsys):
+    """The calibration made on a reference is saved, reused with --calibration, and refused for another reference;
+    a stricter --min-precision never reports finer ranks."""
+    args = ["identify", "--model", str(released), "--reference", str(survey / "reference.csv"), "--query",
+            str(survey / "queries.fasta"), "--no-progress"]
+    assert cli.main([*args, "--out", str(tmp_path / "a.csv")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    saved = tmp_path / "a.csv.calibration-dna-dna.json"
+    assert summary["calibration"] == str(saved) and saved.is_file()
+    assert sum(summary["reported_rank"].values()) + summary["unnamed"] == 8
+    a = pd.read_csv(tmp_path / "a.csv")
+    assert {"confidence", "confidence_species"} <= set(a.columns)
+    assert ((a["confidence"] >= 0.95) | a["identified_rank"].isna()).all()
+    assert cli.main([*args, "--out", str(tmp_path / "b.csv"), "--calibration", str(saved)]) == 0
+    b = pd.read_csv(tmp_path / "b.csv")
+    pd.testing.assert_frame_equal(a, b)
+    assert cli.main([*args, "--out", str(tmp_path / "c.csv"), "--calibration", str(saved),
+                     "--min-precision", "0.999"]) == 0
+    order = {None: 0, "order": 1, "family": 2, "genus": 3, "species": 4}
+    c = pd.read_csv(tmp_path / "c.csv")
+    fine = lambda t: [order[None if pd.isna(v) else v] for v in t["identified_rank"]]  # noqa: E731
+    assert all(x <= y for x, y in zip(fine(c), fine(a)))
+    smaller = pd.read_csv(survey / "reference.csv").iloc[:-6]
+    smaller.to_csv(tmp_path / "smaller.csv", index=False)
+    assert cli.main(["identify", "--model", str(released), "--reference", str(tmp_path / "smaller.csv"), "--query",
+                     str(survey / "queries.fasta"), "--out", str(tmp_path / "d.csv"), "--calibration", str(saved),
+                     "--no-progress"]) == 2
+    assert "made on another reference library" in capsys.readouterr().err

@@ -22,7 +22,7 @@ from ._common import MODALITY_SYMBOLS, PROJECTION_COLUMNS, UNLABELLED
 from .accuracy import (plot_accuracy_vs_references, plot_loss_curve, plot_metric_changes, plot_retrieval_accuracy,
                        plot_taxon_accuracy, taxon_accuracy_explorer, taxon_tree, worst_taxa)
 from .discovery import (identification_table, plot_cluster_comparison, plot_cluster_scores, plot_neighbours,
-                        plot_novelty_roc)
+                        plot_novelty_roc, plot_precision_coverage)
 from .latent import (filter_projection, image_thumbnails, latent_space_explorer, link_lengths, plot_latent_space,
                      umap_project)
 from .output import (HOVER_THUMBNAIL_JS, RENDERER, figure_html, sortable_table_html, use_offline_renderer,
@@ -33,6 +33,7 @@ __all__ = [
     "figure_html", "filter_projection", "identification_table", "image_thumbnails", "latent_space_explorer",
     "link_lengths", "plot_accuracy_vs_references", "plot_cluster_comparison", "plot_cluster_scores",
     "plot_latent_space", "plot_loss_curve", "plot_metric_changes", "plot_neighbours", "plot_novelty_roc",
+    "plot_precision_coverage",
     "plot_retrieval_accuracy", "plot_taxon_accuracy", "sortable_table_html", "taxon_accuracy_explorer", "taxon_tree",
     "umap_project", "use_offline_renderer", "worst_taxa", "write_figure", "write_figures",
 ]

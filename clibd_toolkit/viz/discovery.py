@@ -114,6 +114,38 @@ def plot_novelty_roc(is_novel: Sequence[bool], novelty_score: Sequence[float], *
     return fig
 
 
+def plot_precision_coverage(calibration, *, title: str | None = None):
+    """Per rank, the trade-off a :class:`~clibd_toolkit.rank_calibration.RankCalibration` offers: for each
+    ``min_precision`` setting, the share of simulated queries named at that rank (coverage) and how often those names
+    were right (precision), in its leave-taxon-out simulation; the chosen setting is marked."""
+    go = _go()
+    colours = dict(zip(RANKS, ("#1f77b4", "#2ca02c", "#ff7f0e", "#d62728")))
+    fig = go.Figure()
+    for rank in RANKS:
+        curve = (calibration.diagnostics.get(rank) or {}).get("curve")
+        if not curve:
+            continue
+        points = [c for c in curve if c["precision"] is not None]
+        fig.add_trace(go.Scatter(
+            x=[c["coverage"] for c in points], y=[c["precision"] for c in points], mode="lines+markers", name=rank,
+            line=dict(color=colours[rank]), customdata=[c["min_precision"] for c in points],
+            hovertemplate=f"{rank}<br>MIN_PRECISION %{{customdata}}<br>named %{{x:.1%}}<br>right %{{y:.1%}}"
+                          "<extra></extra>"))
+        chosen = min(points, key=lambda c: abs(c["min_precision"] - calibration.min_precision), default=None)
+        if chosen is not None:
+            fig.add_trace(go.Scatter(x=[chosen["coverage"]], y=[chosen["precision"]], mode="markers",
+                                     marker=dict(size=14, symbol="x", color=colours[rank]), showlegend=False,
+                                     hovertemplate=f"{rank} at MIN_PRECISION {calibration.min_precision}"
+                                                   "<extra></extra>"))
+    fig.update_layout(title=title or f"How often a name is given, and how often it is right "
+                      f"({calibration.query_modality} -> {calibration.key_modality}; x = the current setting)",
+                      xaxis=dict(title="share of simulated queries named at this rank", range=[0, 1.02],
+                                 tickformat=".0%"),
+                      yaxis=dict(title="precision of those names", tickformat=".0%"),
+                      height=460, template="plotly_white")
+    return fig
+
+
 # --- identification ---------------------------------------------------------------------------------------------
 
 
@@ -184,14 +216,17 @@ def plot_neighbours(identification: pd.Series | Mapping[str, Any], reference: pd
 
 def identification_table(identification: pd.Series | Mapping[str, Any]) -> pd.DataFrame:
     """One identified query as a small table: per rank the nearest reference's taxon, its neighbourhood support
-    score and the taxon reported after the novelty back-off."""
+    score, the calibrated confidence of that name (when the identification has one) and the taxon reported."""
     row = dict(identification)
-    return pd.DataFrame({
+    table = {
         "rank": list(RANKS),
         "predicted": [_label(row.get(f"predicted_{r}")) for r in RANKS],
         "support": [row.get(f"score_{r}") for r in RANKS],
-        "reported": [_label(row.get(f"identified_{r}")) if not pd.isna(row.get(f"identified_{r}")) else "-"
-                     for r in RANKS],
-    })
+    }
+    if any(f"confidence_{r}" in row for r in RANKS):
+        table["confidence"] = [row.get(f"confidence_{r}") for r in RANKS]
+    table["reported"] = [_label(row.get(f"identified_{r}")) if not pd.isna(row.get(f"identified_{r}")) else "-"
+                         for r in RANKS]
+    return pd.DataFrame(table)
 
 

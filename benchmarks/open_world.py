@@ -1,0 +1,222 @@
+"""Open-world identification on real barcodes: how often each method names a query, at which rank, and how often
+that name is right, for queries of novel families, novel genera, novel species and known species (issue 13).
+
+Data: ``../shared/data/bold-insect-coi/bold_insect_coi5p.tsv.gz`` (75,750 real BOLD records). Seeded
+leave-taxon-out split (``--seed``): ``--fraction`` of the families (within orders that keep another family) are
+*novel families*; of the other families' genera (within families that keep another genus) the same fraction are
+*novel genera*; then *novel species* likewise within the remaining genera; of the remaining species with >= 2 records
+the same fraction of records are *known species* queries. Everything else is the reference library. Each query
+group is capped at ``--queries-per-group`` (seeded sample).
+
+Methods:
+
+- ``kmer/rank``: overlapping 5-mer frequency vectors, cosine kNN, the toolkit's per-rank calibrated naming
+  (:mod:`clibd_toolkit.rank_calibration`, ``--min-precision``), calibrated on the reference;
+- ``kmer/novelty``: the same vectors with the previous rule (leave-species-out similarity thresholds with a 5 %
+  false-novel rate, back-off; :func:`clibd_toolkit.identification.calibrate_novelty`);
+- ``clibd/rank``: with ``--run RUN``, a trained toolkit run's DNA embeddings with the per-rank naming;
+- ``sintax``: ``vsearch --sintax`` (bootstrap cutoff ``--sintax-cutoff``, default 0.8) against the same reference,
+  when ``vsearch`` is installed (Debian: ``apt-get install vsearch``); otherwise reported as skipped with that hint.
+
+Per method and query group: the share whose reported (finest) rank is each rank or none, the share named at
+species/genus/family/order or finer, the precision of the reported name at the reported rank, and the time (library
+build: embedding + calibration; identification of all queries). Novelty AUROC (species absent vs present) for
+the toolkit methods. One JSON object on stdout.
+
+    python benchmarks/open_world.py                 # full data, about 10,000 queries
+    python benchmarks/open_world.py --limit 4000    # a quick run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from _common import REPO, conditions, emit
+
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "bold-insect-coi" / "bold_insect_coi5p.tsv.gz"
+RANKS = ("order", "family", "genus", "species")
+GROUPS = ("novel_family", "novel_genus", "novel_species", "known_species")
+
+
+def split_open_world(records: pd.DataFrame, fraction: float, rng: np.random.Generator) -> pd.Series:
+    """'reference' or a query group per record (module docstring)."""
+    role = pd.Series("reference", index=records.index, dtype=object)
+    for group, rank, parent in (("novel_family", "family", "order"), ("novel_genus", "genus", "family"),
+                                ("novel_species", "species", "genus")):
+        open_ = role == "reference"
+        pairs = records.loc[open_, [parent, rank]].dropna().drop_duplicates()
+        chosen = []
+        for _, taxa in pairs.groupby(parent):
+            if len(taxa) >= 2:
+                n = min(len(taxa) - 1, max(0, int(rng.binomial(len(taxa), fraction))))
+                chosen += list(rng.choice(taxa[rank].to_numpy(), n, replace=False))
+        role[open_ & records[rank].isin(set(chosen))] = group
+    open_ = role == "reference"
+    for _, rows in records.loc[open_].groupby("species").groups.items():
+        rows = np.asarray(rows)
+        if len(rows) >= 2:
+            n = min(len(rows) - 1, max(1, int(round(fraction * len(rows)))))
+            role[rng.choice(rows, n, replace=False)] = "known_species"
+    return role
+
+
+def score(identified: pd.DataFrame, truth: pd.DataFrame) -> dict:
+    """Shares per reported rank and precision of the reported names (``identified`` has ``identified_rank`` and
+    ``identified_<rank>``, aligned with ``truth``)."""
+    rank = identified["identified_rank"].to_numpy(dtype=object)
+    right = np.zeros(len(rank), dtype=bool)
+    for r in RANKS:
+        sel = rank == r
+        right[sel] = identified[f"identified_{r}"].to_numpy(dtype=object)[sel] == truth[r].to_numpy(dtype=object)[sel]
+    named = pd.notna(rank)
+    out = {"n": int(len(rank)), "reported_rank": {r: float((rank == r).mean()) for r in RANKS},
+           "none": float((~named).mean()),
+           "named_at_or_below": {r: float(np.isin(rank, RANKS[RANKS.index(r):]).mean()) for r in RANKS},
+           "named": float(named.mean()), "precision": float(right[named].mean()) if named.any() else None}
+    return out
+
+
+def run_sintax(reference: pd.DataFrame, queries: pd.DataFrame, cutoff: float, threads: int, workdir: Path) -> dict:
+    exe = shutil.which("vsearch")
+    if exe is None:
+        return {"skipped": "vsearch not installed (Debian/Ubuntu: apt-get install vsearch); SINTAX not run"}
+
+    def clean(v) -> str:
+        return str(v).replace(",", "_").replace(":", "_").replace(";", "_").replace(" ", "_")
+
+    db, qf, out = workdir / "ref.fa", workdir / "queries.fa", workdir / "sintax.tsv"
+    with open(db, "w") as fh:
+        for r in reference.itertuples(index=False):
+            tax = ",".join(f"{p}:{clean(getattr(r, rank))}" for p, rank in zip("ofgs", RANKS)
+                           if isinstance(getattr(r, rank), str))
+            fh.write(f">{r.record_id};tax={tax};\n{r.dna_barcode}\n")
+    with open(qf, "w") as fh:
+        for r in queries.itertuples(index=False):
+            fh.write(f">{r.record_id}\n{r.dna_barcode}\n")
+    t0 = time.perf_counter()
+    subprocess.run([exe, "--sintax", str(qf), "--db", str(db), "--tabbedout", str(out), "--sintax_cutoff",
+                    str(cutoff), "--threads", str(threads), "--randseed", "1", "--quiet"], check=True)
+    seconds = time.perf_counter() - t0
+    back = {clean(v): v for rank in RANKS for v in reference[rank].dropna().unique()}
+    rows = {}
+    for line in out.read_text().splitlines():
+        parts = line.split("\t")
+        name = parts[0]
+        kept = parts[3] if len(parts) > 3 else ""
+        found = {}
+        for item in filter(None, kept.split(",")):
+            p, _, value = item.partition(":")
+            found[RANKS["ofgs".index(p)]] = back.get(value, value)
+        rows[name] = found
+    table = []
+    for rid in queries["record_id"]:
+        found = rows.get(rid, {})
+        finest = next((r for r in reversed(RANKS) if r in found), pd.NA)
+        table.append({"identified_rank": finest, **{f"identified_{r}": found.get(r, pd.NA) for r in RANKS}})
+    return {"table": pd.DataFrame(table), "seconds": seconds}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fraction", type=float, default=0.1, help="taxa (records) held out per level")
+    parser.add_argument("--queries-per-group", type=int, default=2500)
+    parser.add_argument("--min-precision", type=float, default=0.95)
+    parser.add_argument("--sintax-cutoff", type=float, default=0.8)
+    parser.add_argument("--threads", type=int, default=2, help="vsearch threads (torch uses its default)")
+    parser.add_argument("--run", default=None, help="a toolkit run (clibd train --out) to evaluate as clibd/rank")
+    parser.add_argument("--limit", type=int, default=0, help="use only this many records (quick runs)")
+    parser.add_argument("--no-sintax", action="store_true")
+    args = parser.parse_args(argv)
+
+    import clibd_toolkit as ctk
+    from bold_protocol import kmer_vectors
+    from clibd_toolkit.identification import calibrate_novelty, identify
+    from clibd_toolkit.rank_calibration import calibrate_ranks
+    from clibd_toolkit.store import META_COLUMNS, EmbeddingSet
+
+    t_start = time.perf_counter()
+    rng = np.random.default_rng(args.seed)
+    records = ctk.load_records(args.data)
+    if args.limit:
+        records = records.sample(n=min(args.limit, len(records)), random_state=args.seed).reset_index(drop=True)
+    role = split_open_world(records, args.fraction, rng)
+    reference = records[role == "reference"].reset_index(drop=True)
+    picked = []
+    for group in GROUPS:
+        rows = np.flatnonzero((role == group).to_numpy())
+        if len(rows) > args.queries_per_group:
+            rows = np.sort(rng.choice(rows, args.queries_per_group, replace=False))
+        picked.append(records.iloc[rows].assign(_group=group))
+    queries = pd.concat(picked, ignore_index=True)
+    groups = queries.pop("_group").to_numpy()
+    results: dict[str, dict] = {}
+    timing: dict[str, dict] = {}
+
+    def toolkit(name: str, ref_vectors, query_vectors, rule: str) -> None:
+        t0 = time.perf_counter()
+        ref = EmbeddingSet(reference[list(META_COLUMNS)], {"dna": ref_vectors()})
+        embed_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        cal = (calibrate_ranks(ref, query_modality="dna", key_modality="dna", min_precision=args.min_precision,
+                               seed=args.seed) if rule == "rank" else
+               calibrate_novelty(ref, query_modality="dna", key_modality="dna", seed=args.seed))
+        calibrate_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        qset = EmbeddingSet(queries[list(META_COLUMNS)], {"dna": query_vectors()})
+        table = identify(qset, ref, query_modality="dna", key_modality="dna", k=5, novelty=cal)
+        identify_s = time.perf_counter() - t0
+        results[name] = _per_group(table, queries, groups)
+        from sklearn.metrics import roc_auc_score
+
+        novel = ~queries["species"].isin(set(reference["species"].dropna())).to_numpy()
+        results[name]["novelty_auroc"] = float(roc_auc_score(novel, table["novelty_score"]))
+        timing[name] = {"embed_reference_s": embed_s, "calibrate_s": calibrate_s,
+                        "identify_s (embed queries + search + decide)": identify_s}
+
+    toolkit("kmer/rank", lambda: kmer_vectors(reference.dna_barcode.tolist()),
+            lambda: kmer_vectors(queries.dna_barcode.tolist()), "rank")
+    toolkit("kmer/novelty", lambda: kmer_vectors(reference.dna_barcode.tolist()),
+            lambda: kmer_vectors(queries.dna_barcode.tolist()), "novelty")
+    if args.run:
+        from clibd_toolkit.embed import extract_embeddings
+
+        model = ctk.load_run(args.run)
+        toolkit("clibd/rank", lambda: extract_embeddings(model, reference, modalities=["dna"],
+                                                         progress=False).vectors["dna"],
+                lambda: extract_embeddings(model, queries, modalities=["dna"], progress=False).vectors["dna"], "rank")
+    if not args.no_sintax:
+        with tempfile.TemporaryDirectory() as tmp:
+            sintax = run_sintax(reference, queries, args.sintax_cutoff, args.threads, Path(tmp))
+        if "skipped" in sintax:
+            results["sintax"] = sintax
+        else:
+            results["sintax"] = _per_group(sintax["table"], queries, groups)
+            timing["sintax"] = {"identify_s (index + classify)": sintax["seconds"]}
+    out = {"benchmark": "open_world", "data": str(args.data), "seed": args.seed, "fraction": args.fraction,
+           "n_records": int(len(records)), "n_reference": int(len(reference)),
+           "queries": {g: int((groups == g).sum()) for g in GROUPS}, "min_precision": args.min_precision,
+           "sintax_cutoff": args.sintax_cutoff, "results": results, "seconds": timing,
+           "total_seconds": time.perf_counter() - t_start, "conditions": conditions()}
+    emit(out)
+    return out
+
+
+def _per_group(table: pd.DataFrame, queries: pd.DataFrame, groups: np.ndarray) -> dict:
+    return {g: score(table[groups == g].reset_index(drop=True), queries[groups == g].reset_index(drop=True))
+            for g in GROUPS if (groups == g).any()}
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    main()

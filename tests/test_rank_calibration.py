@@ -1,0 +1,132 @@
+"""Per-rank calibrated naming: on a reference whose geometry fixes the right answer for every query, the reported
+rank is exactly the finest rank the query's taxon exists at; confidences are calibrated precisions; calibrations
+belong to one reference; the CLI and the saved file."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clibd_toolkit.errors import DataError
+from clibd_toolkit.identification import identify
+from clibd_toolkit.rank_calibration import RankCalibration, calibrate_ranks, decide, rank_features
+from clibd_toolkit.store import EmbeddingSet
+
+DIM = 96
+SCALES = (4.0, 2.0, 1.0, 0.5)  # order, family, genus, species offsets; record noise 0.02 per dimension
+
+
+class Tree:
+    """Orders > families > genera > species, each a random direction added with a smaller scale: cosine similarity
+    then orders the taxonomy (same species > same genus > same family > same order > other order)."""
+
+    def __init__(self, seed: int = 0):
+        self.rng = np.random.default_rng(seed)
+        self.directions: dict[tuple, np.ndarray] = {}
+
+    def direction(self, path: tuple) -> np.ndarray:
+        if path not in self.directions:
+            v = self.rng.normal(size=DIM)
+            self.directions[path] = v / np.linalg.norm(v)
+        return self.directions[path]
+
+    def vector(self, o: int, f: int, g: int, s: int) -> np.ndarray:
+        path = (o, f, g, s)
+        v = sum(scale * self.direction(path[: i + 1]) for i, scale in enumerate(SCALES))
+        v = v + 0.02 * self.rng.normal(size=DIM)
+        return v / np.linalg.norm(v)
+
+
+def labels(o, f, g, s):
+    return {"order": f"O{o}", "family": f"O{o}F{f}", "genus": f"O{o}F{f}G{g}", "species": f"O{o}F{f}G{g}S{s}"}
+
+
+def embedding_set(rows: list[tuple], vectors: list[np.ndarray], prefix: str) -> EmbeddingSet:
+    meta = pd.DataFrame([{"record_id": f"{prefix}{i}", **labels(*r), "bin_uri": pd.NA, "split": pd.NA}
+                         for i, r in enumerate(rows)])
+    return EmbeddingSet(meta, {"dna": np.asarray(vectors, dtype=np.float32)})
+
+
+@pytest.fixture(scope="module")
+def world():
+    tree = Tree(0)
+    rows = [(o, f, g, s) for o in range(3) for f in range(3) for g in range(3) for s in range(3) for _ in range(5)]
+    reference = embedding_set(rows, [tree.vector(*r) for r in rows], "r")
+    # queries whose right answer is known: (taxon path, the finest rank present in the reference)
+    cases = []
+    for i in range(6):
+        o, f, g, s = i % 3, (i // 3) % 3, i % 3, (i + 1) % 3
+        cases += [((o, f, g, s), "species"), ((o, f, g, 7 + i), "genus"), ((o, f, 7 + i, 0), "family"),
+                  ((o, 7 + i, 0, 0), "order"), ((7 + i, 0, 0, 0), None)]
+    queries = embedding_set([c for c, _ in cases], [tree.vector(*c) for c, _ in cases], "q")
+    calibration = calibrate_ranks(reference, query_modality="dna", key_modality="dna", seed=0)
+    return reference, queries, [r for _, r in cases], calibration
+
+
+def test_reported_rank_is_the_finest_rank_present(world):
+    reference, queries, expected, calibration = world
+    table = identify(queries, reference, query_modality="dna", key_modality="dna", novelty=calibration)
+    got = [None if pd.isna(r) else r for r in table["identified_rank"]]
+    assert got == expected
+    for row, want in zip(table.itertuples(), expected):
+        if want is not None:  # the reported name is the query's own taxon at that rank, with its confidence
+            truth = labels(*[int(x) for x in __import__("re").findall(r"\d+", queries.metadata.loc[row.Index,
+                                                                                                   "species"])])
+            assert getattr(row, f"identified_{want}") == truth[want]
+            assert row.confidence >= 0.95 and row.confidence == getattr(row, f"confidence_{want}")
+    assert (table["novel"].to_numpy(dtype=bool) == np.array([e != "species" for e in expected])).all()
+
+
+def test_confidences_shrink_towards_species_and_the_decision_is_a_prefix(world):
+    reference, queries, _, calibration = world
+    table = identify(queries, reference, query_modality="dna", key_modality="dna", novelty=calibration)
+    conf = table[[f"confidence_{r}" for r in ("order", "family", "genus", "species")]].to_numpy()
+    assert (np.diff(conf, axis=1) <= 1e-12).all()
+    # decide() on a hand-made case: the finest rank at or above the bar
+    decided = decide({"order": np.array([0.99, 0.99, 0.5]), "family": np.array([0.97, 0.96, 0.4]),
+                      "genus": np.array([0.96, 0.2, 0.3]), "species": np.array([0.5, 0.1, 0.2])}, 0.95)
+    assert list(decided[:2]) == ["genus", "family"] and pd.isna(decided[2])
+
+
+def test_simulation_diagnostics(world):
+    _, _, _, calibration = world
+    for rank in ("order", "family", "genus", "species"):
+        info = calibration.diagnostics[rank]
+        assert info["calibrated"] and info["right_rate"]["novel"] == 0.0  # a held-out taxon is never right
+        named = info["precision_of_named"]
+        assert all(v is None or v >= 0.95 for v in named.values())
+
+
+def test_rank_features_by_hand():
+    scores = np.array([[0.9, 0.8, 0.7, 0.6], [0.9, 0.85, 0.8, 0.5]])
+    codes = np.array([[1, 1, 2, 2], [3, 3, 3, 3]])
+    f = rank_features(scores, codes, k_support=3)
+    # margin: 0.9 - 0.7 (first other taxon); all agree -> 0.9 - the last similarity 0.5
+    np.testing.assert_allclose(f[:, 1], [0.2, 0.4])
+    np.testing.assert_allclose(f[:, 2], [(0.9 + 0.8) / 2.4, 1.0])
+    np.testing.assert_allclose(f[:, 0], [0.9, 0.9])
+
+
+def test_a_calibration_belongs_to_its_reference(world, tmp_path):
+    reference, queries, _, calibration = world
+    path = tmp_path / "cal.json"
+    calibration.save(path)
+    loaded = RankCalibration.load(path)
+    assert loaded.models == json.loads(json.dumps(calibration.models)) and loaded.reference_checksum
+    loaded.check_reference(reference)
+    other = reference.subset(np.arange(len(reference) - 1))
+    with pytest.raises(DataError, match="made on another reference library"):
+        loaded.check_reference(other)
+
+
+def test_single_order_reference_takes_the_family_confidence():
+    tree = Tree(1)
+    rows = [(0, f, g, s) for f in range(3) for g in range(3) for s in range(3) for _ in range(4)]
+    reference = embedding_set(rows, [tree.vector(*r) for r in rows], "r")
+    cal = calibrate_ranks(reference, query_modality="dna", key_modality="dna", n_repeats=1)
+    assert cal.models["order"] is None and not cal.diagnostics["order"]["calibrated"]
+    feats = {r: np.array([[0.9, 0.1, 1.0]]) for r in ("order", "family", "genus", "species")}
+    conf = cal.confidence(feats)
+    assert conf["order"][0] == conf["family"][0]
