@@ -63,3 +63,20 @@ def test_bold_protocol_smoke(tmp_path):
                                              "--out", str(tmp_path / "out")], tmp_path)
     assert result["benchmark"] == "bold_protocol"
     assert (tmp_path / "out" / "bold_protocol.md").is_file()
+
+
+@pytest.mark.skipif(not BOLD.is_dir(), reason="real BOLD barcodes not present (../shared/data/bold-insect-coi)")
+def test_open_world_smoke(tmp_path):
+    import shutil
+
+    result = run_benchmark("open_world", ["--limit", "4000", "--queries-per-group", "60"], tmp_path)
+    assert set(result["queries"]) == {"novel_family", "novel_genus", "novel_species", "known_species"}
+    for method in ("kmer/rank", "kmer/novelty"):
+        known = result["results"][method]["known_species"]
+        assert sum(known["reported_rank"].values()) + known["none"] == pytest.approx(1.0)
+    sintax = result["results"]["sintax"]
+    if shutil.which("vsearch"):  # .ci/run installs Debian's vsearch
+        assert sintax["known_species"]["n"] == result["queries"]["known_species"]
+        assert sintax["known_species"]["precision"] > 0.9  # SINTAX names known species right
+    else:
+        assert "apt-get install vsearch" in sintax["skipped"]
