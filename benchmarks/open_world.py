@@ -69,22 +69,6 @@ def split_open_world(records: pd.DataFrame, fraction: float, rng: np.random.Gene
     return role
 
 
-def score(identified: pd.DataFrame, truth: pd.DataFrame) -> dict:
-    """Shares per reported rank and precision of the reported names (``identified`` has ``identified_rank`` and
-    ``identified_<rank>``, aligned with ``truth``)."""
-    rank = identified["identified_rank"].to_numpy(dtype=object)
-    right = np.zeros(len(rank), dtype=bool)
-    for r in RANKS:
-        sel = rank == r
-        right[sel] = identified[f"identified_{r}"].to_numpy(dtype=object)[sel] == truth[r].to_numpy(dtype=object)[sel]
-    named = pd.notna(rank)
-    out = {"n": int(len(rank)), "reported_rank": {r: float((rank == r).mean()) for r in RANKS},
-           "none": float((~named).mean()),
-           "named_at_or_below": {r: float(np.isin(rank, RANKS[RANKS.index(r):]).mean()) for r in RANKS},
-           "named": float(named.mean()), "precision": float(right[named].mean()) if named.any() else None}
-    return out
-
-
 def run_sintax(reference: pd.DataFrame, queries: pd.DataFrame, cutoff: float, threads: int, workdir: Path) -> dict:
     exe = shutil.which("vsearch")
     if exe is None:
@@ -213,7 +197,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _per_group(table: pd.DataFrame, queries: pd.DataFrame, groups: np.ndarray) -> dict:
-    return {g: score(table[groups == g].reset_index(drop=True), queries[groups == g].reset_index(drop=True))
+    from clibd_toolkit.rank_calibration import naming_summary
+
+    return {g: naming_summary(table[groups == g].reset_index(drop=True), queries[groups == g].reset_index(drop=True))
             for g in GROUPS if (groups == g).any()}
 
 

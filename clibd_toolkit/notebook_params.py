@@ -308,9 +308,11 @@ class UnseenSpeciesNotebookConfig(_InputsConfig):
     query_modality: str = "dna"  # novelty detection: query embeddings
     key_modality: str = "dna"  # novelty detection: reference embeddings
     target_false_novel_rate: float = 0.05  # calibration: share of known species allowed to be flagged novel
+    min_precision: float = 0.95  # naming: report the finest rank whose calibrated precision reaches this
 
     def validate(self) -> None:
         super().validate()
+        self._require(0 < self.min_precision < 1, "min_precision", "a number in (0, 1)")
         for name in ("modality", "query_modality", "key_modality"):
             self._require(getattr(self, name) in MODALITIES, name, f"one of {list(MODALITIES)}")
         self._require(self.umap_dims >= 0, "umap_dims", "an integer >= 0")

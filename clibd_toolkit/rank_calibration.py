@@ -317,3 +317,28 @@ def decide(confidence: dict[str, np.ndarray], min_precision: float) -> np.ndarra
     for rank in RANKS:  # confidences are non-increasing towards species: the accepted ranks form a prefix
         out[confidence[rank] >= min_precision] = rank
     return out
+
+
+def naming_summary(identified: pd.DataFrame, truth: pd.DataFrame) -> dict[str, Any]:
+    """How far names went and how often they were right: ``identified`` (rows of :func:`identify
+    <clibd_toolkit.identification.identify>`, or any table with ``identified_rank`` and ``identified_<rank>``) against
+    the true labels in ``truth`` (same rows, rank columns).
+
+    Returns:
+        ``n``; ``reported_rank`` (share whose finest reported rank is each rank) and ``none``; ``named_at_or_below``
+        (share named at that rank or finer); ``named``; ``precision`` (share of the reported names, at their reported
+        rank, that equal the truth; None when nothing was named).
+    """
+    rank = identified["identified_rank"].to_numpy(dtype=object)
+    right = np.zeros(len(rank), dtype=bool)
+    for r in RANKS:
+        sel = np.array([v is not pd.NA and v == r for v in rank], dtype=bool)
+        right[sel] = identified[f"identified_{r}"].to_numpy(dtype=object)[sel] == truth[r].to_numpy(dtype=object)[sel]
+    named = pd.notna(rank)
+    is_rank = {r: np.array([v is not pd.NA and v == r for v in rank], dtype=bool) for r in RANKS}
+    return {"n": int(len(rank)), "reported_rank": {r: float(is_rank[r].mean()) if len(rank) else 0.0 for r in RANKS},
+            "none": float((~named).mean()) if len(rank) else 0.0,
+            "named_at_or_below": {r: float(np.any([is_rank[x] for x in RANKS[RANKS.index(r):]], axis=0).mean())
+                                  if len(rank) else 0.0 for r in RANKS},
+            "named": float(named.mean()) if len(rank) else 0.0,
+            "precision": float(right[named].mean()) if named.any() else None}

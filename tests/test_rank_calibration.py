@@ -130,3 +130,20 @@ def test_single_order_reference_takes_the_family_confidence():
     feats = {r: np.array([[0.9, 0.1, 1.0]]) for r in ("order", "family", "genus", "species")}
     conf = cal.confidence(feats)
     assert conf["order"][0] == conf["family"][0]
+
+
+def test_naming_summary_by_hand():
+    from clibd_toolkit.rank_calibration import naming_summary
+
+    truth = pd.DataFrame({"order": ["A", "A", "A", "B"], "family": ["f", "f", "g", "h"],
+                          "genus": ["x", "y", "z", "w"], "species": ["s1", "s2", "s3", "s4"]})
+    identified = pd.DataFrame({"identified_rank": ["species", "genus", "family", pd.NA],
+                               "identified_order": ["A", "A", "A", pd.NA], "identified_family": ["f", "f", "q", pd.NA],
+                               "identified_genus": ["x", "x", pd.NA, pd.NA],
+                               "identified_species": ["s1", pd.NA, pd.NA, pd.NA]})
+    got = naming_summary(identified, truth)
+    assert got["n"] == 4 and got["none"] == 0.25 and got["named"] == 0.75
+    assert got["reported_rank"] == {"order": 0.0, "family": 0.25, "genus": 0.25, "species": 0.25}
+    assert got["named_at_or_below"]["family"] == 0.75 and got["named_at_or_below"]["species"] == 0.25
+    # right: the species s1; wrong: genus x for a y, family q for a g
+    assert got["precision"] == pytest.approx(1 / 3)
