@@ -97,7 +97,9 @@ def test_identify_a_reference_barcode_and_a_folder_of_photos(run_dir, tmp_path):
     assert nearest.dna_barcode == row.dna_barcode and table.predicted_species[0] == nearest.species
     for col in ("novel", "identified_rank", "neighbour_ids", "score_species"):
         assert col in table.columns
-    assert Path(str(out) + ".calibration.json").is_file()
+    # the calibration made on this reference is saved beside the output (the reference is a records file) and named
+    saved = json.loads(r.stdout.strip().splitlines()[-1])["calibration"]
+    assert saved == str(out) + ".calibration-dna-dna.json" and Path(saved).is_file()
     # a model without an image encoder refuses photo queries with a clear message
     img_dir = tmp_path / "photos"
     img_dir.mkdir()
