@@ -232,6 +232,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--max-steps", type=int, default=0, help="stop after this many optimiser steps (0: no limit)")
     opt.add_argument("--eval-every", type=int, default=defaults.eval_every, help="validate every N epochs")
     opt.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    opt.add_argument("--overwrite", action="store_true",
+                     help="train into an existing non-empty --out folder that is not a run (files of the same names "
+                          "are replaced); without it such a folder is refused")
     opt.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -266,6 +269,11 @@ def run_train(args: argparse.Namespace) -> int:
                             max_steps=args.max_steps, eval_every=args.eval_every, progress=not args.no_progress)
     model_cfg = model_config_from_args(args)
     out = Path(args.out)
+    from .io import refuse_foreign_folder, refuse_replacing_inputs
+
+    refuse_replacing_inputs(out, {"--data": args.data})
+    if not (out / "run.json").is_file():  # a run folder: --resume decides; anything else is the user's
+        refuse_foreign_folder(out, overwrite=args.overwrite, what="training run (no run.json)")
     records = load_data(args, rejects_path=out / "data-rejects.csv")
     result = train(records, model_cfg, train_cfg, out, resume=args.resume, on_error=args.on_error,
                    data_info={"source": str(args.data)})

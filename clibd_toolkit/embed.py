@@ -510,6 +510,9 @@ def run_embed(args: argparse.Namespace) -> int:
     if not args.data or not (args.run or args.model):
         raise ConfigError("clibd embed needs --data and --run RUN or --model NAME|PATH (or --merge to merge finished "
                           "shards)")
+    from .io import refuse_replacing_inputs
+
+    refuse_replacing_inputs(out, {"--data": args.data, "--model": getattr(args, "model", None)})
     shard = parse_shard(args.shard) if args.shard else None
     if shard is None and launched_by_torchrun():
         # one shard per rank, then rank 0 merges (gloo only for the barrier; ranks may finish far apart)

@@ -40,6 +40,11 @@ class UnsafeFileError(CheckpointError):
     """A file would need to execute code to load (e.g. a pickle carrying code); it is refused."""
 
 
+class TrainingDivergedError(ClibdError, RuntimeError):
+    """Training stopped because the loss or the weights stopped being finite numbers (the message names the step,
+    the loss and the learning rate; the checkpoints written before stay)."""
+
+
 class NotFittedError(ClibdError, ValueError, AttributeError):
     """An estimator (index, classifier) was used before ``fit``."""
 

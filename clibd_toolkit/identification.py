@@ -191,8 +191,9 @@ def identify(queries: EmbeddingSet, reference: EmbeddingSet, *, query_modality: 
         confidence = novelty.confidence(feats)
         for r in RANKS:
             out[f"confidence_{r}"] = column(confidence[r], np.float64)
-        accepted = {r: np.nan_to_num(out[f"confidence_{r}"].to_numpy(dtype=np.float64), nan=-1.0)
-                    >= novelty.min_precision for r in RANKS}
+        finest = novelty.decide({r: out[f"confidence_{r}"].to_numpy(dtype=np.float64) for r in RANKS})
+        depth = np.array([-1 if v is pd.NA else RANKS.index(v) for v in finest])
+        accepted = {r: depth >= i for i, r in enumerate(RANKS)}  # a finer name implies the coarser ones
         out["novelty_score"] = 1.0 - out["confidence_species"]
         out["novel"] = pd.array(np.where(np.isnan(similarity), None, ~accepted["species"]), dtype="boolean")
     elif novelty is not None:

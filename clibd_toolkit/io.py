@@ -137,3 +137,43 @@ def load_tensors(path: str | Path) -> dict:
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict of tensors")
     return obj
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name the same file or folder (resolved, symlinks followed; also hard links)."""
+    try:
+        pa, pb = Path(a).expanduser(), Path(b).expanduser()
+        if pa.exists() and pb.exists():
+            return os.path.samefile(pa, pb)
+        return pa.resolve() == pb.resolve()
+    except (OSError, ValueError, RuntimeError):  # not a usable path (e.g. a DNA sequence given in its place)
+        return False
+
+
+def refuse_replacing_inputs(output: str | Path, inputs: dict[str, str | Path | None], *, option: str = "--out") -> None:
+    """ConfigError when ``output`` is one of ``inputs`` (option name -> path; None entries are skipped): an output
+    never replaces an input of the same command."""
+    from .errors import ConfigError
+
+    for name, path in inputs.items():
+        if path is not None and str(path) and same_file(output, path):
+            raise ConfigError(f"{option} {output} is the same file as {name} {path}: writing there would replace "
+                              f"the input; choose another {option} path")
+
+
+def refuse_foreign_folder(folder: str | Path, *, overwrite: bool, what: str, option: str = "--out",
+                          flag: str = "--overwrite") -> None:
+    """ConfigError when ``folder`` exists and is not empty, unless ``overwrite``: a command never writes into a
+    non-empty folder it did not create. The message lists what is there."""
+    from .errors import ConfigError
+
+    path = Path(folder)
+    if overwrite or not path.exists():
+        return
+    if not path.is_dir():
+        raise ConfigError(f"{option} {folder} is a file, not a folder; choose a new folder for the {what}")
+    entries = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
+    if entries:
+        shown = ", ".join(entries[:10]) + (f", ... ({len(entries)} entries)" if len(entries) > 10 else "")
+        raise ConfigError(f"{option} {folder} is not empty and is not a {what} ({shown}); choose a new folder, or "
+                          f"pass {flag} to write into it (files of the same names are replaced)")

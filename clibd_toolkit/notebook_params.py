@@ -308,7 +308,7 @@ class UnseenSpeciesNotebookConfig(_InputsConfig):
     query_modality: str = "dna"  # novelty detection: query embeddings
     key_modality: str = "dna"  # novelty detection: reference embeddings
     target_false_novel_rate: float = 0.05  # calibration: share of known species allowed to be flagged novel
-    min_precision: float = 0.95  # naming: report the finest rank whose calibrated precision reaches this
+    min_precision: float = 0.95  # naming: names right at least this often for every kind of query
 
     def validate(self) -> None:
         super().validate()
@@ -369,7 +369,7 @@ class IdentifyNotebookConfig(_InputsConfig):
     reference_splits: str = "pretrain,train,seen_keys"  # splits of DATA forming the reference library
     key_modality: str = "dna"  # reference embeddings searched: dna | image | text
     k: int = 5  # neighbours shown
-    min_precision: float = 0.95  # report the finest rank whose calibrated precision reaches this
+    min_precision: float = 0.95  # names right at least this often for every kind of query
 
     def validate(self) -> None:
         super().validate()
@@ -387,6 +387,35 @@ NOTEBOOK_CONFIGS: dict[str, type[NotebookConfig]] = {
 }
 
 
+def _check_injected_names(config_class: type[NotebookConfig], history: Any) -> None:
+    """ConfigError for a name papermill injected (its ``# Parameters`` cell, found in IPython's input history
+    ``In``) that is not one of the notebook's UPPER_CASE parameters, whatever its case (``-p ks 5`` for ``K``)."""
+    import ast
+    import difflib
+
+    if not isinstance(history, (list, tuple)):
+        return
+    declared = [n.upper() for n in config_class.field_names()]
+    for source in history:
+        if not isinstance(source, str) or not source.lstrip().startswith("# Parameters"):
+            continue
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            for target in targets:
+                name = getattr(target, "id", None)
+                if name is None or name in declared or _PARAM_NAME.match(name):
+                    continue  # UPPER_CASE names are checked against the config (with its own hint) below
+                close = difflib.get_close_matches(name.upper(), declared, n=1, cutoff=0.5)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                raise ConfigError(f"papermill injected parameter {name!r}, which "
+                                  f"{config_class.notebook or config_class.__name__} does not declare (parameters "
+                                  f"are UPPER_CASE: {', '.join(declared)}){hint}")
+
+
 def from_globals(config_class: type[NotebookConfig], namespace: Mapping[str, Any]) -> NotebookConfig:
     """Build a notebook's config from its UPPER_CASE globals (the parameters cell plus papermill's injected cell).
 
@@ -399,6 +428,7 @@ def from_globals(config_class: type[NotebookConfig], namespace: Mapping[str, Any
         ConfigError: an UPPER_CASE name the notebook does not declare (with the closest valid name), or a
             value of the wrong type or out of range.
     """
+    _check_injected_names(config_class, namespace.get("In"))
     params = {name.lower(): value for name, value in namespace.items()
               if _PARAM_NAME.match(name) and not callable(value) and not isinstance(value, types.ModuleType)}
     try:

@@ -271,13 +271,14 @@ def load_queries(query: str, *, image_root: str | None = None) -> pd.DataFrame:
 def identify_records(model, queries: pd.DataFrame, reference: EmbeddingSet | pd.DataFrame, *,
                      query_modality: str | None = None, key_modality: str | None = None, k: int = 5,
                      calibration=None, calibrate: bool = True, min_precision: float = 0.95, batch_size: int = 64,
-                     progress: bool = True) -> tuple[pd.DataFrame, Any]:
+                     progress: bool = True, trained_ids=None) -> tuple[pd.DataFrame, Any]:
     """Identify query records against a reference library (records or an EmbeddingSet).
 
     The query modality defaults to DNA when the queries have barcodes, else image; the key modality defaults to
-    the query modality. Names are reported at the finest rank whose calibrated precision reaches ``min_precision``
-    (:mod:`clibd_toolkit.rank_calibration`), with ``calibration`` (checked to belong to this reference) or, with
-    ``calibrate``, a calibration fitted on the reference now by leaving out taxa at each rank.
+    the query modality. Names go as deep as the evidence allows while staying right at least ``min_precision`` of
+    the time for every kind of query (:mod:`clibd_toolkit.rank_calibration`), with ``calibration`` (checked to belong to this reference) or, with
+    ``calibrate``, a calibration fitted on the reference now by leaving out taxa at each rank (with
+    ``trained_ids``, the record ids the model trained on, the reference taxa it never saw play the novel ones).
 
     Returns:
         (one row per query DataFrame, the calibration used or None)
@@ -298,13 +299,19 @@ def identify_records(model, queries: pd.DataFrame, reference: EmbeddingSet | pd.
         model, reference, modalities=[key_modality], batch_size=batch_size, progress=progress)
     if key_modality not in ref.modalities:
         raise ConfigError(f"the reference has no {key_modality!r} vectors; it has {list(ref.modalities)}")
-    q = extract_embeddings(model, queries, modalities=[query_modality], batch_size=batch_size, progress=progress)
     if isinstance(calibration, RankCalibration):
         calibration.check_reference(ref)
         calibration = calibration.replace(min_precision=min_precision)
-    elif calibration is None and calibrate:
+        calibration.rank_thresholds()  # a target it holds thresholds for, or a clear error before any work
+    q = extract_embeddings(model, queries, modalities=[query_modality], batch_size=batch_size, progress=progress)
+    if len(q) and not q.has(query_modality).any():
+        other = "image" if query_modality == "dna" else "dna"
+        raise DataError(f"none of the {len(q)} queries has a usable {query_modality} input (e.g. record "
+                        f"{q.metadata['record_id'].iloc[0]!r}), so nothing can be identified; give queries with "
+                        f"{'barcodes' if query_modality == 'dna' else 'photos'}, or --query-modality {other}")
+    if calibration is None and calibrate:
         calibration = calibrate_ranks(ref, query_modality=query_modality, key_modality=key_modality,
-                                      min_precision=min_precision)
+                                      min_precision=min_precision, trained_ids=trained_ids)
     table = identify(q, ref, query_modality=query_modality, key_modality=key_modality,
                      k=min(k, int(ref.has(key_modality).sum())), novelty=calibration)
     return table, calibration
@@ -325,7 +332,8 @@ def add_identify_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key-modality", choices=["dna", "image", "text"], default=None)
     parser.add_argument("-k", "--k", type=int, default=5, help="neighbours listed per query")
     parser.add_argument("--min-precision", type=float, default=0.95,
-                        help="report each name at the finest rank whose calibrated precision reaches this (default "
+                        help="names as deep as the evidence allows while staying right at least this often for "
+                             "every kind of query: novel order, family, genus, species and known species (default "
                              "0.95): 'family known, genus unknown' rather than a doubtful genus")
     parser.add_argument("--calibration", default=None,
                         help="a saved calibration JSON made on this same reference (default: calibrate now and save it "
@@ -348,6 +356,10 @@ def run_identify(args: argparse.Namespace) -> int:
 
     if args.k < 1:
         raise ConfigError(f"-k got {args.k}; expected an integer >= 1")
+    from .io import refuse_replacing_inputs
+
+    refuse_replacing_inputs(args.out, {"--query": args.query, "--reference": args.reference,
+                                       "--calibration": args.calibration})
     model = load_model(args, device=str(resolve_device(args.device)))
     ref_path = Path(args.reference)
     embedding_file = ref_path.is_file() and ref_path.suffix.lower() in (".parquet", ".hdf5", ".h5") and not (
@@ -361,7 +373,8 @@ def run_identify(args: argparse.Namespace) -> int:
     table, calibration = identify_records(
         model, queries, reference, query_modality=args.query_modality, key_modality=args.key_modality, k=args.k,
         calibration=calibration, calibrate=not args.no_novelty, min_precision=args.min_precision,
-        batch_size=args.batch_size, progress=not args.no_progress)
+        batch_size=args.batch_size, progress=not args.no_progress,
+        trained_ids=read_train_ids(args.run) if getattr(args, "run", None) else None)
     with atomic_path(args.out) as tmp:
         table.to_csv(tmp, index=False)
     saved = args.calibration

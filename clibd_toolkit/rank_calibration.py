@@ -20,8 +20,16 @@ reported with confidence c, a fraction c is right, in the simulation. Confidence
 species up to order (a coarser name is right whenever a finer one is) by taking, at each rank, the maximum of its
 own and every finer rank's.
 
-**Decision**: the reported rank is the finest rank whose confidence reaches ``min_precision`` (default 0.95);
-finer ranks are left empty ("family known, genus unknown"); ``novel`` = the species is not reported.
+**Decision**: the reported rank is the finest rank r whose confidence reaches its threshold t_r (a finer name
+implies the coarser ones); finer ranks are left empty ("family known, genus unknown"); ``novel`` = the species is
+not reported. The thresholds are fitted on the simulated queries (:func:`fit_thresholds`) so that for **every kind
+of query** (novel order, novel family, novel genus, novel species, known species) the reported names are right at
+least ``min_precision`` (default 0.95) of the time, counting a correct coarser name as right (a novel genus named
+"family Tachinidae" is right); novel orders, where no name can be right, are named at most 1 - ``min_precision``
+of the time; within those limits the names go as deep as possible. A survey made only of novel genera therefore
+gets names that are right at least ``min_precision`` of the time (in the simulation), which one threshold on a
+mixed-population confidence cannot promise. Thresholds are stored for :data:`TARGETS` and the calibration's own
+``min_precision``.
 
 **Simulation** (per rank r, repeated ``n_repeats`` times with different seeds, queries capped per situation):
 
@@ -32,10 +40,18 @@ finer ranks are left empty ("family known, genus unknown"); ``novel`` = the spec
 3. *known species*: among the remaining species with >= 2 records, hold out ``holdout_fraction`` of the records;
 4. search every query against the rest; a query is *right at r* when the nearest key's taxon at r is its own.
 
-The three situations get equal total weight in the fit (a prior of one in three novel at r; for species one in
-two): the confidence is the precision under that mix, which ``diagnostics`` reports per situation, so that the
-precision for a survey of almost only novel species can be read there. A rank with fewer than two taxa in the
-reference (e.g. one order) cannot be calibrated by leaving taxa out: its confidence is that of the next finer rank.
+**Taxa the model never saw.** A model trained on the reference embeds a held-out *trained* taxon more distinctly
+than a truly unseen one, so a simulation with trained taxa is optimistic (measured with a ``cpu`` run trained on the
+whole reference: novel-genus names 0.975 right in the simulation, 0.75 on genera it never saw). Given the ids the
+model trained on (``trained_ids``; ``clibd identify --run`` reads the run's ``train_records.txt``), each rank's
+novel taxa are the reference taxa without a trained record, novel-below taxa likewise, and known-species queries
+are untrained records of trained species; a rank without untrained taxa falls back to the random hold-outs above.
+``untrained_taxa`` and ``diagnostics[rank]["untrained_taxa"]`` say which was used.
+
+In the per-rank fit the three situations get equal total weight: the confidence is the precision under that mix,
+which ``diagnostics`` reports per situation; ``diagnostics["groups"][target]`` gives the simulated outcome per kind
+of query (share named, precision, depth) at each target precision. A rank with fewer than two taxa in the reference (e.g. one order) cannot be calibrated by
+leaving taxa out: its confidence is that of the next finer rank.
 """
 from __future__ import annotations
 
@@ -91,6 +107,11 @@ class RankCalibration(Config):
     #: isotonic breakpoints); None = not
     #: calibratable (fewer than two taxa): the next finer rank's confidence is used
     models: dict[str, Any] = field(default_factory=dict)
+    #: target precision (as text, e.g. "0.95") -> rank -> confidence a name at that rank needs (the decision rule)
+    thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: whether novel taxa were simulated with taxa the model did not train on (False: every taxon was trained on
+    #: or no training records were given: an optimistic calibration for a model trained on the reference)
+    untrained_taxa: bool = False
     n_reference: int = 0
     reference_checksum: str = ""  # EmbeddingSet.checksum() of the reference: a calibration belongs to one library
     diagnostics: dict[str, Any] = field(default_factory=dict)
@@ -106,6 +127,22 @@ class RankCalibration(Config):
         self._require(self.max_queries >= 10, "max_queries", "an integer >= 10")
         if self.models:
             self._require(set(self.models) == set(RANKS), "models", f"one entry for each of {list(RANKS)}")
+        for target, per_rank in self.thresholds.items():
+            self._require(isinstance(per_rank, dict) and set(per_rank) == set(RANKS), "thresholds",
+                          f"for each target precision, one threshold for each of {list(RANKS)}")
+
+    def rank_thresholds(self) -> dict[str, float]:
+        """rank -> the confidence a name at that rank needs at this ``min_precision`` (fitted in the simulation)."""
+        key = target_key(self.min_precision)
+        if key not in self.thresholds:
+            raise ConfigError(f"this calibration holds decision thresholds for min_precision "
+                              f"{sorted(self.thresholds)}, not {key}; use one of those, or calibrate again with "
+                              f"min_precision={key} (clibd identify without --calibration)")
+        return self.thresholds[key]
+
+    def decide(self, confidence: dict[str, np.ndarray]) -> np.ndarray:
+        """(m,) the finest rank whose confidence reaches its threshold (object array, NA for none)."""
+        return decide(confidence, self.rank_thresholds())
 
     # --- applying it ------------------------------------------------------------------------------------------
     def confidence(self, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -222,10 +259,60 @@ def neighbourhood(index: NearestNeighbourIndex, key_meta: pd.DataFrame, queries:
     return feats, scores, neighbours
 
 
+def _draw_untrained(meta: pd.DataFrame, rank: str, has_q: np.ndarray, has_k: np.ndarray, untrained: np.ndarray,
+                    cap: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    """Like :func:`_draw`, with the taxa the model never trained on: every taxon at ``rank`` without a trained
+    record is novel; below, every such child taxon of a trained parent; known species: the untrained records of
+    trained species. None when ``rank`` has no untrained taxon (or nothing else)."""
+    labels = meta[rank]
+    present = labels.notna().to_numpy()
+    trained_taxa = set(labels[~untrained & present].tolist())
+    taxa = labels.dropna().unique()
+    novel_taxa = [t for t in taxa if t not in trained_taxa]
+    if len(taxa) < 2 or not novel_taxa or len(novel_taxa) == len(taxa):
+        return None
+    novel = labels.isin(set(novel_taxa)).to_numpy()
+    held = novel.copy()
+    situations = {"novel": novel}
+    level = RANKS.index(rank)
+    if level + 1 < len(RANKS):
+        child = meta[RANKS[level + 1]]
+        trained_children = set(child[~untrained & child.notna().to_numpy()].tolist())
+        below = ~held & present & child.notna().to_numpy() & ~child.isin(trained_children).to_numpy()
+        held |= below
+        situations["novel_below"] = below
+    species = meta["species"]
+    trained_species = set(species[~untrained & species.notna().to_numpy()].tolist())
+    known = ~held & untrained & species.isin(trained_species).to_numpy()
+    held |= known
+    situations["known_species"] = known
+    queries = {}
+    for name, mask in situations.items():
+        rows = np.flatnonzero(mask & has_q & present)
+        if len(rows) > cap:
+            rows = np.sort(rng.choice(rows, cap, replace=False))
+        queries[name] = rows
+    return np.flatnonzero(has_k & ~held), queries
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Elementwise a == b for label arrays that may hold NA (NA equals nothing, not even NA)."""
+    codes, _ = pd.factorize(np.concatenate([a, b]), use_na_sentinel=True)
+    ca, cb = codes[: len(a)], codes[len(a):]
+    return (ca == cb) & (ca >= 0)
+
+
 def calibrate_ranks(reference: EmbeddingSet, *, query_modality: str, key_modality: str, min_precision: float = 0.95,
                     holdout_fraction: float = 0.2, n_repeats: int = 3, max_queries: int = 3000, n_neighbours: int = 20,
-                    k_support: int = 5, seed: int = 0, backend: str = "exact") -> RankCalibration:
-    """Fit the per-rank confidence models on ``reference`` by leave-taxon-out simulation (module docstring).
+                    k_support: int = 5, seed: int = 0, backend: str = "exact",
+                    trained_ids=None) -> RankCalibration:
+    """Fit the per-rank confidence models and decision thresholds on ``reference`` by leave-taxon-out simulation
+    (module docstring).
+
+    ``trained_ids``: record ids the model was trained on (a run's ``train_records.txt``). When the reference holds
+    taxa the model never trained on, those are the simulated novel taxa (a model trained on a taxon embeds it
+    more distinctly than an unseen one, so simulating novelty with trained taxa is optimistic); ranks without such
+    taxa fall back to random hold-outs, and ``untrained_taxa`` says whether any rank used them.
 
     Raises:
         ConfigError: a modality the reference lacks (calibration simulates queries from the reference itself, so
@@ -246,13 +333,27 @@ def calibrate_ranks(reference: EmbeddingSet, *, query_modality: str, key_modalit
     if meta["species"].nunique(dropna=True) < 2:
         raise DataError("calibration needs a reference with at least 2 labelled species")
     has_q, has_k = reference.has(query_modality), reference.has(key_modality)
+    untrained = None
+    if trained_ids is not None:
+        untrained = ~meta["record_id"].astype(str).isin(set(map(str, trained_ids))).to_numpy()
+        if not untrained.any() or untrained.all():
+            untrained = None
+    truth = {r: meta[r].to_numpy(dtype=object) for r in RANKS}
     models: dict[str, Any] = {}
     diagnostics: dict[str, Any] = {}
+    simulated: list[tuple[str, dict[str, np.ndarray], np.ndarray]] = []  # (group, features per rank, right (m, 4))
+    any_untrained = False
     for rank in RANKS:
+        level = RANKS.index(rank)
         pooled: dict[str, list] = {s: [] for s in SITUATIONS}
+        used_untrained = False
         for repeat in range(n_repeats):
-            rng = np.random.default_rng([seed, RANKS.index(rank), repeat])
-            drawn = _draw(meta, rank, has_q, has_k, holdout_fraction, max_queries, rng)
+            rng = np.random.default_rng([seed, level, repeat])
+            drawn = (_draw_untrained(meta, rank, has_q, has_k, untrained, max_queries, rng)
+                     if untrained is not None else None)
+            used_untrained = drawn is not None
+            if drawn is None:
+                drawn = _draw(meta, rank, has_q, has_k, holdout_fraction, max_queries, rng)
             if drawn is None:
                 break
             key_rows, queries = drawn
@@ -263,9 +364,13 @@ def calibrate_ranks(reference: EmbeddingSet, *, query_modality: str, key_modalit
                     continue
                 feats, _, neighbours = neighbourhood(index, key_meta, reference.vectors[query_modality][rows],
                                                      n_neighbours, k_support)
-                predicted = key_meta[rank].to_numpy(dtype=object)[neighbours[:, 0]]
-                right = predicted == meta[rank].to_numpy(dtype=object)[rows]
-                pooled[situation].append((feats[rank], right))
+                right = np.stack([_same(key_meta[r].to_numpy(dtype=object)[neighbours[:, 0]], truth[r][rows])
+                                  for r in RANKS], axis=1)
+                pooled[situation].append((feats[rank], right[:, level]))
+                group = {"novel": f"novel_{rank}", "novel_below": f"novel_{RANKS[min(level + 1, len(RANKS) - 1)]}",
+                         "known_species": "known_species"}[situation]
+                simulated.append((group, feats, right))
+        any_untrained |= used_untrained
         present = [s for s in SITUATIONS if pooled[s]]
         if not present:
             models[rank] = None
@@ -279,10 +384,23 @@ def calibrate_ranks(reference: EmbeddingSet, *, query_modality: str, key_modalit
         # every situation weighs the same in total (mean weight 1, the scale the regularisation expects)
         w = np.concatenate([np.full(len(parts[s][1]), len(y) / (len(present) * len(parts[s][1]))) for s in present])
         models[rank] = _fit(x, y, w)
-        diagnostics[rank] = {"calibrated": True, "n": {s: len(parts[s][1]) for s in present},
+        diagnostics[rank] = {"calibrated": True, "untrained_taxa": used_untrained,
+                             "n": {s: len(parts[s][1]) for s in present},
                              "right_rate": {s: float(parts[s][1].mean()) for s in present}}
         diagnostics[rank]["_pool"] = (x, y, tags)
-    calibration = settings.replace(models=models, n_reference=len(reference), reference_checksum=reference.checksum())
+    calibration = settings.replace(models=models, untrained_taxa=any_untrained, n_reference=len(reference),
+                                   reference_checksum=reference.checksum())
+    conf = np.concatenate([np.stack([c[r] for r in RANKS], axis=1)
+                           for c in (calibration.confidence(f) for _, f, _ in simulated)])
+    right = np.concatenate([r for _, _, r in simulated])
+    groups = np.concatenate([[g] * len(r) for g, _, r in simulated])
+    thresholds: dict[str, dict[str, float]] = {}
+    floor = None
+    for target in sorted({*TARGETS, float(min_precision)}):  # looser first: each target's thresholds floor the next
+        floor = thresholds[target_key(target)] = fit_thresholds(conf, right, groups, target, floor)
+    calibration = calibration.replace(thresholds=thresholds)
+    diagnostics["groups"] = {key: group_outcomes(conf, right, groups, np.array([t[r] for r in RANKS]))
+                             for key, t in thresholds.items()}
     return calibration.replace(diagnostics=_diagnose(calibration, diagnostics))
 
 
@@ -291,13 +409,16 @@ def _diagnose(calibration: RankCalibration, diagnostics: dict[str, Any]) -> dict
     precision of those names; plus the precision-coverage curve (for plots)."""
     out = {}
     for rank, info in diagnostics.items():
+        if rank not in RANKS:
+            out[rank] = info
+            continue
         pool = info.pop("_pool", None)
         out[rank] = info
         if pool is None:
             continue
         x, y, tags = pool
         conf = _apply(calibration.models[rank], x)
-        named = conf >= calibration.min_precision
+        named = conf >= calibration.rank_thresholds()[rank]
         situations = [str(s) for s in np.unique(tags)]
         info["named_share"] = {s: float(named[tags == s].mean()) for s in situations}
         info["precision_of_named"] = {s: (float(y[named & (tags == s)].mean()) if (named & (tags == s)).any()
@@ -311,12 +432,95 @@ def _diagnose(calibration: RankCalibration, diagnostics: dict[str, Any]) -> dict
     return out
 
 
-def decide(confidence: dict[str, np.ndarray], min_precision: float) -> np.ndarray:
-    """(m,) the finest rank whose confidence reaches ``min_precision`` (object array, NA for none)."""
+def decide(confidence: dict[str, np.ndarray], thresholds: float | dict[str, float]) -> np.ndarray:
+    """(m,) the finest rank whose confidence reaches its threshold (one number for every rank, or rank -> number);
+    object array, NA for none. A finer name implies the coarser ones, so a query named at genus is reported at
+    order, family and genus even when one of those confidences alone would not pass."""
+    if not isinstance(thresholds, dict):
+        thresholds = {r: float(thresholds) for r in RANKS}
     out = np.full(len(next(iter(confidence.values()))), pd.NA, dtype=object)
-    for rank in RANKS:  # confidences are non-increasing towards species: the accepted ranks form a prefix
-        out[confidence[rank] >= min_precision] = rank
+    for rank in RANKS:
+        out[np.nan_to_num(confidence[rank], nan=-1.0) >= thresholds[rank]] = rank
     return out
+
+
+def target_key(min_precision: float) -> str:
+    """The text key of a target precision in :attr:`RankCalibration.thresholds` (e.g. ``"0.95"``)."""
+    return f"{round(float(min_precision), 4):g}"
+
+
+#: target precisions every calibration fits decision thresholds for (besides its own ``min_precision``)
+TARGETS: tuple[float, ...] = (0.8, 0.85, 0.9, 0.95, 0.97, 0.99)
+#: a simulated query group smaller than this does not constrain the thresholds
+MIN_GROUP = 30
+GROUPS: tuple[str, ...] = tuple(f"novel_{r}" for r in RANKS) + ("known_species",)
+_GRID = np.round(np.concatenate([np.linspace(0.5, 0.99, 50), [0.995, 0.999]]), 4)
+NEVER = 2.0  # a threshold no confidence reaches
+
+
+def _finest(conf: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """(n,) index of the finest rank whose (n, 4) confidence reaches its threshold; -1 for none."""
+    ok = conf >= thresholds[None, :]
+    return np.where(ok.any(1), len(RANKS) - 1 - np.argmax(ok[:, ::-1], axis=1), -1)
+
+
+def group_outcomes(conf: np.ndarray, right: np.ndarray, groups: np.ndarray, thresholds: np.ndarray) -> dict:
+    """Per simulated group: ``named`` share, ``precision`` of the reported names at their reported rank (None when
+    nothing was named), mean naming ``depth`` (0 = nothing, 1 = named to species) and ``species`` share."""
+    finest = _finest(conf, thresholds)
+    correct = right[np.arange(len(finest)), np.clip(finest, 0, None)] & (finest >= 0)
+    out = {}
+    for g in np.unique(groups):
+        m = groups == g
+        named = finest[m] >= 0
+        out[str(g)] = {"n": int(m.sum()), "named": float(named.mean()),
+                       "precision": float(correct[m].sum() / named.sum()) if named.any() else None,
+                       "depth": float((finest[m] + 1).mean() / len(RANKS)),
+                       "species": float((finest[m] == len(RANKS) - 1).mean())}
+    return out
+
+
+def fit_thresholds(conf: np.ndarray, right: np.ndarray, groups: np.ndarray, target: float,
+                   floor: dict[str, float] | None = None) -> dict[str, float]:
+    """Per-rank thresholds on the (n, 4) confidences of simulated queries such that in every simulated group the
+    reported names are right at least ``target`` of the time (novel orders, where no name can be right: at most
+    1 - ``target`` of them named at all), naming as deep as possible on average over the groups (coordinate ascent
+    over a grid, from the thresholds all equal to ``target``). ``floor``: no threshold below these (the thresholds of
+    a looser target), so that a stricter target never names a query deeper than a looser one."""
+    low = np.array([floor[r] for r in RANKS]) if floor else np.zeros(len(RANKS))
+    names, codes = np.unique(groups, return_inverse=True)
+    sizes = np.bincount(codes, minlength=len(names))
+    rows = np.arange(len(codes))
+    checked = sizes >= MIN_GROUP
+    is_order = names == f"novel_{RANKS[0]}"
+
+    def value(t: np.ndarray) -> float:
+        finest = _finest(conf, t)
+        named = np.bincount(codes, weights=finest >= 0, minlength=len(names))
+        correct = np.bincount(codes, weights=right[rows, np.clip(finest, 0, None)] & (finest >= 0),
+                              minlength=len(names))
+        if np.any(checked & is_order & (named > (1 - target) * sizes)):
+            return -1.0
+        if np.any(checked & ~is_order & (named > 0) & (correct < target * named)):
+            return -1.0
+        return float(np.mean(np.bincount(codes, weights=finest + 1, minlength=len(names)) / sizes) / len(RANKS))
+
+    t = np.maximum(np.full(len(RANKS), float(target)), low)
+    best = value(t)
+    if best < 0:
+        t, best = np.full(len(RANKS), NEVER), 0.0
+    for _ in range(4):
+        moved = False
+        for j in range(len(RANKS)):
+            for v in _GRID[_GRID >= low[j]]:
+                trial = t.copy()
+                trial[j] = v
+                score = value(trial)
+                if score > best + 1e-9:
+                    best, t, moved = score, trial, True
+        if not moved:
+            break
+    return {r: float(x) for r, x in zip(RANKS, t)}
 
 
 def naming_summary(identified: pd.DataFrame, truth: pd.DataFrame) -> dict[str, Any]:

@@ -97,7 +97,7 @@ def execute_notebook(notebook: str | Path, output: str | Path, parameters: Mappi
     if unknown:
         import difflib
 
-        hints = {u: difflib.get_close_matches(u, list(declared), n=1) for u in unknown}
+        hints = {u: difflib.get_close_matches(u.upper(), list(declared), n=1) for u in unknown}
         said = ", ".join(f"{u!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for u, h in hints.items())
         raise ConfigError(f"{notebook.name} has no parameter {said}; it declares {', '.join(declared)}")
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -212,6 +212,7 @@ def _train(records: pd.DataFrame, model_config: ModelConfig, train_config: Train
     train_records, n_rejected, split_applied = _training_records(records, model_config, run_dir, on_error,
                                                                  rank=rank, world=world)
     trainer = _Trainer(model_config, train_config, train_records, rank=rank, world=world)
+    trainer.run_dir = run_dir
     if resume_from is not None:
         trainer.restore(resume_from)
         log.info("resuming %s from epoch %d (step %d)", run_dir, trainer.progress.epoch, trainer.progress.global_step)
@@ -308,6 +309,7 @@ class _Trainer:
                  rank: int, world: int):
         self.model_config, self.cfg, self.records = model_config, train_config, train_records
         self.rank, self.world = rank, world
+        self.run_dir: Path | None = None  # set by train(); named in a divergence error
         self.device = resolve_device(train_config.device)
         self.bf16 = train_config.precision == "bf16" or (train_config.precision == "auto"
                                                          and self.device.type == "cuda")
@@ -372,16 +374,33 @@ class _Trainer:
             progress.global_step += 1
             progress.history.append({"epoch": epoch + 1, "step": progress.global_step, "loss": float(loss.detach()),
                                      "lr": step_lr, "logit_scale": float(model.scale().detach())})
+            if not math.isfinite(progress.history[-1]["loss"]):
+                bar.close()
+                self._diverged(f"the loss became {progress.history[-1]['loss']}", step_lr)
             bar.update(1)
             bar.set_postfix(loss=f"{progress.history[-1]['loss']:.4f}")
             if progress.global_step >= self.total_steps:
                 done = True
                 break
         bar.close()
-        if progress.history and not math.isfinite(progress.history[-1]["loss"]):
-            raise DataError(f"the loss became {progress.history[-1]['loss']} at step {progress.global_step}; lower "
-                            "the learning rate")
+        bad = [name for name, p in model.named_parameters() if not torch.isfinite(p.detach()).all()]
+        if bad:
+            self._diverged(f"{len(bad)} weight tensor(s) are no longer finite (e.g. {bad[0]})",
+                           self.optimizer.param_groups[0]["lr"])
         return done
+
+    def _diverged(self, what: str, lr: float) -> None:
+        """Stop training: nothing of this epoch is saved, the checkpoints of earlier epochs stay."""
+        from .errors import TrainingDivergedError
+
+        last = self.progress.history[-1] if self.progress.history else {}
+        kept = ""
+        if self.run_dir is not None:
+            saved = list_epoch_checkpoints(self.run_dir)
+            kept = (f"; the last good checkpoint is {saved[-1]}" if saved else "; no checkpoint was written yet")
+        raise TrainingDivergedError(
+            f"training diverged at step {self.progress.global_step}: {what} (loss {last.get('loss')}, learning "
+            f"rate {lr:.3g}){kept}. Lower the learning rate (--lr; now {self.cfg.lr:g}) and train again")
 
     def _backward(self, epoch: int, idx: np.ndarray, *, sync: bool) -> torch.Tensor:
         """Forward and backward of one micro-batch (record positions ``idx``); returns its loss."""

@@ -61,6 +61,15 @@ def test_parameters_cell_matches_the_config_class(name):
         assert {"DATA", "RUN", "CHECKPOINT", "EMBEDDINGS"} <= set(declared)
 
 
+def test_injected_names_of_any_case_are_checked():
+    """papermill's injected cell (in IPython's input history ``In``) may only bind declared names."""
+    history = ["import x", "# Parameters\nks = 5\nOUTPUT_DIR = 'o'\n"]
+    with pytest.raises(ConfigError, match="injected parameter 'ks'.*did you mean K\\?"):
+        nbp.from_globals(nbp.IdentifyNotebookConfig, {"In": history, "OUTPUT_DIR": "o"})
+    ok = ["# Parameters\nK = 3\nOUTPUT_DIR = 'o'\n", "# a cell of the notebook\nks = 1\n"]
+    assert nbp.from_globals(nbp.IdentifyNotebookConfig, {"In": ok, "K": 3, "OUTPUT_DIR": "o"}).k == 3
+
+
 def test_from_globals_rejects_unknown_and_ill_typed_parameters():
     from IPython.display import HTML
 
@@ -205,6 +214,13 @@ def test_unknown_parameter_makes_papermill_fail(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode != 0
     assert "did you mean 'stage'" in done.stderr + done.stdout
+    # a lower-case name is no parameter either (papermill would inject it and only warn)
+    done = subprocess.run([*exe, str(runs.NOTEBOOK_DIR / "03_evaluate.ipynb"), str(tmp_path / "out2.ipynb"),
+                           "-p", "stage", "val", "-p", "OUTPUT_DIR", str(tmp_path), "-k", "python3"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    assert "papermill injected parameter 'stage'" in done.stderr + done.stdout
+    assert "did you mean STAGE?" in done.stderr + done.stdout
 
 
 @pytest.mark.notebooks
@@ -254,5 +270,14 @@ def test_identify_notebook_with_a_photo_and_a_barcode():
     barcode = table[table["record_id"] == "query-barcode"].iloc[0]
     assert barcode["predicted_species"] in set(source["species"])
     assert barcode["similarity"] == pytest.approx(1.0, abs=1e-4)
-    assert not barcode["novel"]
+    # how far the name goes is the calibration's call (a SMOKE model may not earn a species name even for an exact
+    # match); whatever is reported is the nearest record's taxonomy down to that rank, and novel = no species name
+    reported = barcode["identified_rank"]
+    assert bool(barcode["novel"]) == (reported != "species")
+    ranks = ["order", "family", "genus", "species"]
+    for i, rank in enumerate(ranks):
+        if isinstance(reported, str) and i <= ranks.index(reported):
+            assert barcode[f"identified_{rank}"] == barcode[f"predicted_{rank}"]
+        else:
+            assert pd.isna(barcode[f"identified_{rank}"])
     _figures(run, "neighbours_0", "neighbours_1")

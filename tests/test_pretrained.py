@@ -281,12 +281,15 @@ def test_identify_min_precision_and_a_reused_calibration(released, survey, tmp_p
     assert sum(summary["reported_rank"].values()) + summary["unnamed"] == 8
     a = pd.read_csv(tmp_path / "a.csv")
     assert {"confidence", "confidence_species"} <= set(a.columns)
-    assert ((a["confidence"] >= 0.95) | a["identified_rank"].isna()).all()
+    # each reported name's confidence reaches the bar of its rank that the saved calibration holds for 0.95
+    bars = json.loads(saved.read_text())["thresholds"]["0.95"]
+    named = a["identified_rank"].notna()
+    assert named.any() and all(a.confidence[i] >= bars[a.identified_rank[i]] for i in np.flatnonzero(named))
     assert cli.main([*args, "--out", str(tmp_path / "b.csv"), "--calibration", str(saved)]) == 0
     b = pd.read_csv(tmp_path / "b.csv")
     pd.testing.assert_frame_equal(a, b)
     assert cli.main([*args, "--out", str(tmp_path / "c.csv"), "--calibration", str(saved),
-                     "--min-precision", "0.999"]) == 0
+                     "--min-precision", "0.99"]) == 0
     order = {None: 0, "order": 1, "family": 2, "genus": 3, "species": 4}
     c = pd.read_csv(tmp_path / "c.csv")
     fine = lambda t: [order[None if pd.isna(v) else v] for v in t["identified_rank"]]  # noqa: E731
@@ -297,3 +300,15 @@ def test_identify_min_precision_and_a_reused_calibration(released, survey, tmp_p
                      str(survey / "queries.fasta"), "--out", str(tmp_path / "d.csv"), "--calibration", str(saved),
                      "--no-progress"]) == 2
     assert "made on another reference library" in capsys.readouterr().err
+
+
+def test_identify_with_nothing_to_identify_fails(released, survey, tmp_path, capsys):
+    """Barcodes asked to be identified as photos: no query can be embedded, so the command fails (exit 2) instead
+    of writing a table of empty rows with exit 0."""
+    out = tmp_path / "ids.csv"
+    assert cli.main(["identify", "--model", str(released), "--reference", str(survey / "reference.csv"), "--query",
+                     str(survey / "queries.fasta"), "--query-modality", "image", "--out", str(out),
+                     "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "none of the 8 queries has a usable image input" in err and "--query-modality dna" in err
+    assert not out.exists()

@@ -147,3 +147,77 @@ def test_naming_summary_by_hand():
     assert got["named_at_or_below"]["family"] == 0.75 and got["named_at_or_below"]["species"] == 0.25
     # right: the species s1; wrong: genus x for a y, family q for a g
     assert got["precision"] == pytest.approx(1 / 3)
+
+
+def test_thresholds_keep_every_kind_of_query_right_by_hand():
+    """Hand-made simulated queries: a novel genus whose genus confidence (0.9) would pass a single bar of 0.85 but
+    is always wrong, known species at 0.9 that are right, novel orders at order confidence 0.97. At target 0.95 the
+    genus bar must exceed 0.9, the species bar may drop to 0.9 or below, and the order bar must exceed 0.97."""
+    from clibd_toolkit.rank_calibration import fit_thresholds, group_outcomes
+
+    n = 40
+    conf = np.concatenate([np.tile([0.99, 0.99, 0.9, 0.1], (n, 1)),   # novel genus: right at order and family only
+                           np.tile([0.99, 0.99, 0.99, 0.9], (n, 1)),  # known species: right everywhere
+                           np.tile([0.97, 0.2, 0.1, 0.1], (n, 1))])   # novel order: never right
+    right = np.concatenate([np.tile([True, True, False, False], (n, 1)), np.ones((n, 4), bool),
+                            np.zeros((n, 4), bool)])
+    groups = np.array(["novel_genus"] * n + ["known_species"] * n + ["novel_order"] * n)
+    t = fit_thresholds(conf, right, groups, 0.95)
+    assert t["genus"] > 0.9 and t["species"] <= 0.9 and t["order"] > 0.97
+    out = group_outcomes(conf, right, groups, np.array([t[r] for r in ("order", "family", "genus", "species")]))
+    assert out["novel_genus"]["precision"] == 1.0 and out["novel_genus"]["named"] == 1.0
+    assert out["known_species"]["species"] == 1.0 and out["novel_order"]["named"] == 0.0
+    # one bar of 0.85 for every rank, the old rule, names every novel genus at a wrong genus
+    naive = group_outcomes(conf, right, groups, np.full(4, 0.85))
+    assert naive["novel_genus"]["precision"] == 0.0
+
+
+def test_untrained_taxa_play_the_novel_ones():
+    from clibd_toolkit.rank_calibration import _draw_untrained
+
+    tree = Tree(2)
+    rows = [(o, f, g, s) for o in range(2) for f in range(3) for g in range(2) for s in range(2) for _ in range(3)]
+    ref = embedding_set(rows, [tree.vector(*r) for r in rows], "r")
+    meta = ref.metadata
+    unseen_family = meta["family"] == "O0F1"
+    unseen_genus = meta["genus"] == "O1F2G0"
+    unseen_records = (meta["species"] == "O0F0G0S0") & (meta.index % 3 == 0)
+    untrained = (unseen_family | unseen_genus | unseen_records).to_numpy()
+    has = np.ones(len(meta), bool)
+    keys, queries = _draw_untrained(meta, "family", has, has, untrained, 10_000, np.random.default_rng(0))
+    assert set(queries["novel"]) == set(np.flatnonzero(unseen_family))
+    assert set(queries["novel_below"]) == set(np.flatnonzero(unseen_genus))
+    assert set(queries["known_species"]) == set(np.flatnonzero(unseen_records))
+    assert not set(keys) & (set(queries["novel"]) | set(queries["novel_below"]) | set(queries["known_species"]))
+    # no untrained order: the order rank falls back to random hold-outs
+    assert _draw_untrained(meta, "order", has, has, untrained, 10_000, np.random.default_rng(0)) is None
+    cal = calibrate_ranks(ref, query_modality="dna", key_modality="dna", n_repeats=1,
+                          trained_ids=set(meta["record_id"][~untrained]))
+    assert cal.untrained_taxa and cal.diagnostics["family"]["untrained_taxa"]
+    assert not cal.diagnostics["order"]["untrained_taxa"]
+
+
+def test_a_target_without_thresholds_is_refused(world):
+    from clibd_toolkit.errors import ConfigError
+
+    _, _, _, calibration = world
+    assert set(calibration.thresholds) >= {"0.8", "0.9", "0.95", "0.99"}
+    with pytest.raises(ConfigError, match="min_precision=0.93"):
+        calibration.replace(min_precision=0.93).rank_thresholds()
+
+
+def test_precision_coverage_figure_shows_each_kind_of_query_at_each_target(world):
+    from clibd_toolkit import viz
+
+    _, _, _, calibration = world
+    fig = viz.plot_precision_coverage(calibration)
+    outcomes = calibration.diagnostics["groups"]
+    lines = [t for t in fig.data if t.showlegend is not False]
+    assert {t.name for t in lines} <= {"novel order", "novel family", "novel genus", "novel species", "known species"}
+    known = next(t for t in lines if t.name == "known species")
+    want = [(outcomes[k]["known_species"]["named"], outcomes[k]["known_species"]["precision"])
+            for k in sorted(outcomes, key=float) if outcomes[k]["known_species"]["precision"] is not None]
+    assert list(zip(known.x, known.y)) == want
+    marks = [t for t in fig.data if t.showlegend is False]
+    assert len(marks) == len(lines)  # the current setting (0.95) is marked on every line
+    assert all(f"MIN_PRECISION {calibration.min_precision:g}" in t.hovertemplate for t in marks)

@@ -209,3 +209,29 @@ def test_cli_train_on_a_messy_file_reports_every_problem_with_its_record_id(tmp_
     assert r.returncode == 0, r.stderr
     assert "loaded 3 of 6 records" in r.stderr
     assert (tmp_path / "run2" / "train_records.txt").read_text().split() == ["ok1", "ok2", "ok3"]
+
+
+@needs_shared
+def test_divergence_stops_with_step_loss_and_rate_and_keeps_the_last_good_checkpoint(bold_small, tmp_path,
+                                                                                   monkeypatch):
+    from clibd_toolkit.errors import TrainingDivergedError
+
+    cfg = ctk.get_preset("tiny").with_modalities("dna,text")
+    with pytest.raises(TrainingDivergedError, match=r"diverged at step \d+: the loss became nan .*learning rate "
+                                                    r".*no checkpoint was written yet.*Lower the learning rate"):
+        train(bold_small, cfg, TrainConfig(epochs=2, batch_size=32, lr=1e6, progress=False), tmp_path / "wild")
+    assert not list_epoch_checkpoints(tmp_path / "wild")
+    # a run that breaks in its second epoch (here: every loss of epoch 2 made NaN) keeps epoch 1's checkpoint
+    import clibd_toolkit.training as training
+
+    real = training._Trainer._backward
+
+    def poisoned(self, epoch, idx, *, sync):
+        loss = real(self, epoch, idx, sync=sync)
+        return loss * float("nan") if epoch == 1 else loss
+
+    monkeypatch.setattr(training._Trainer, "_backward", poisoned)
+    with pytest.raises(TrainingDivergedError, match=r"at step 16: .*last good checkpoint is .*epoch-0001"):
+        train(bold_small, cfg, TrainConfig(epochs=2, batch_size=32, progress=False), tmp_path / "run")
+    assert [p.name for p in list_epoch_checkpoints(tmp_path / "run")] == ["epoch-0001"]
+    load_run(tmp_path / "run", "epoch-0001")  # loads: it was written before anything went wrong

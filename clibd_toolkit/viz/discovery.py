@@ -115,31 +115,36 @@ def plot_novelty_roc(is_novel: Sequence[bool], novelty_score: Sequence[float], *
 
 
 def plot_precision_coverage(calibration, *, title: str | None = None):
-    """Per rank, the trade-off a :class:`~clibd_toolkit.rank_calibration.RankCalibration` offers: for each
-    ``min_precision`` setting, the share of simulated queries named at that rank (coverage) and how often those names
-    were right (precision), in its leave-taxon-out simulation; the chosen setting is marked."""
+    """The trade-off a :class:`~clibd_toolkit.rank_calibration.RankCalibration` offers, per kind of query in its
+    leave-taxon-out simulation (novel order, family, genus, species; known species): for each ``min_precision``
+    setting, the share of such queries that get a name (at any rank) and how often those names are right; the
+    current setting is marked with an x."""
     go = _go()
-    colours = dict(zip(RANKS, ("#1f77b4", "#2ca02c", "#ff7f0e", "#d62728")))
+    outcomes = calibration.diagnostics.get("groups") or {}
+    labels = {"novel_order": "novel order", "novel_family": "novel family", "novel_genus": "novel genus",
+              "novel_species": "novel species", "known_species": "known species"}
+    colours = dict(zip(labels, ("#7f7f7f", "#1f77b4", "#2ca02c", "#ff7f0e", "#d62728")))
+    targets = sorted(outcomes, key=float)
+    current = f"{round(float(calibration.min_precision), 4):g}"
     fig = go.Figure()
-    for rank in RANKS:
-        curve = (calibration.diagnostics.get(rank) or {}).get("curve")
-        if not curve:
+    for group, label in labels.items():
+        points = [(t, outcomes[t][group]) for t in targets if group in outcomes[t]]
+        points = [(t, o) for t, o in points if o["precision"] is not None]
+        if not points:
             continue
-        points = [c for c in curve if c["precision"] is not None]
         fig.add_trace(go.Scatter(
-            x=[c["coverage"] for c in points], y=[c["precision"] for c in points], mode="lines+markers", name=rank,
-            line=dict(color=colours[rank]), customdata=[c["min_precision"] for c in points],
-            hovertemplate=f"{rank}<br>MIN_PRECISION %{{customdata}}<br>named %{{x:.1%}}<br>right %{{y:.1%}}"
-                          "<extra></extra>"))
-        chosen = min(points, key=lambda c: abs(c["min_precision"] - calibration.min_precision), default=None)
-        if chosen is not None:
-            fig.add_trace(go.Scatter(x=[chosen["coverage"]], y=[chosen["precision"]], mode="markers",
-                                     marker=dict(size=14, symbol="x", color=colours[rank]), showlegend=False,
-                                     hovertemplate=f"{rank} at MIN_PRECISION {calibration.min_precision}"
-                                                   "<extra></extra>"))
-    fig.update_layout(title=title or f"How often a name is given, and how often it is right "
-                      f"({calibration.query_modality} -> {calibration.key_modality}; x = the current setting)",
-                      xaxis=dict(title="share of simulated queries named at this rank", range=[0, 1.02],
+            x=[o["named"] for _, o in points], y=[o["precision"] for _, o in points], mode="lines+markers",
+            name=label, line=dict(color=colours[group]), customdata=[[t, o["species"]] for t, o in points],
+            hovertemplate=f"{label}<br>MIN_PRECISION %{{customdata[0]}}<br>named %{{x:.1%}} (to species "
+                          "%{customdata[1]:.1%})<br>right %{y:.1%}<extra></extra>"))
+        chosen = [(t, o) for t, o in points if t == current]
+        if chosen:
+            fig.add_trace(go.Scatter(x=[chosen[0][1]["named"]], y=[chosen[0][1]["precision"]], mode="markers",
+                                     marker=dict(size=14, symbol="x", color=colours[group]), showlegend=False,
+                                     hovertemplate=f"{label} at MIN_PRECISION {current}<extra></extra>"))
+    fig.update_layout(title=title or f"How often a name is given, and how often it is right, per kind of query "
+                      f"({calibration.query_modality} -> {calibration.key_modality}; x = MIN_PRECISION {current})",
+                      xaxis=dict(title="share of simulated queries given a name (any rank)", range=[0, 1.02],
                                  tickformat=".0%"),
                       yaxis=dict(title="precision of those names", tickformat=".0%"),
                       height=460, template="plotly_white")
