@@ -159,15 +159,23 @@ def test_csv_streaming_keeps_row_numbers(tmp_path):
 
 def test_image_paths_cannot_escape_root(tmp_path):
     (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "out.jpg").symlink_to("/etc/hostname")  # a link inside the root pointing out
     path = _csv(tmp_path / "data" / "t.csv",
-                "record_id,image\nr1,img/a.jpg\nr2,../secret.jpg\nr3,/etc/passwd\nr4,hdf5:///x.h5#g/0\n")
+                "record_id,image\nr1,img/a.jpg\nr2,../secret.jpg\nr3,/etc/passwd\nr4,hdf5:///x.h5#g/0\n"
+                "r5,hdf5://cube.h5#g/0\nr6,out.jpg\nr7,hdf5:///etc/shadow#x/0\nr8,hdf5:///etc/no-such-file#x/0\n")
     with pytest.raises(DataError, match="points outside the data root"):
         read_records(path)
     result = read_records(path, on_error="skip")
-    assert result.records["record_id"].tolist() == ["r1", "r4"]
-    assert result.records["image"].tolist() == [str(tmp_path / "data" / "img" / "a.jpg"), "hdf5:///x.h5#g/0"]
-    assert sorted(result.rejects.to_frame()["record_id"]) == ["r2", "r3"]
-    assert set(result.rejects.to_frame()["kind"]) == {"image_path"}
+    assert result.records["record_id"].tolist() == ["r1", "r5"]
+    assert result.records["image"].tolist() == [str(tmp_path / "data" / "img" / "a.jpg"),
+                                                f"hdf5://{tmp_path / 'data' / 'cube.h5'}#g/0"]
+    rejects = result.rejects.to_frame().set_index("record_id")
+    assert sorted(rejects.index) == ["r2", "r3", "r4", "r6", "r7", "r8"]
+    assert set(rejects["kind"]) == {"image_path"}
+    # whether a file outside exists does not show in the message
+    shadow, missing = (str(rejects.loc[r, "reason"]).replace(v, "V") for r, v in
+                       (("r7", "hdf5:///etc/shadow#x/0"), ("r8", "hdf5:///etc/no-such-file#x/0")))
+    assert shadow.replace("r7", "R") == missing.replace("r8", "R")
 
 
 def test_folder_with_records_csv(tmp_path):

@@ -8,8 +8,9 @@
   well-known alias when exactly one is present (:data:`COLUMN_ALIASES`, e.g. ``processid`` -> ``record_id``,
   ``nucleotides`` -> ``dna_barcode``); the alias used is logged.
 - Image paths are resolved against ``image_root`` (default: the table's folder); a path that leaves the root
-  (``../``, absolute paths elsewhere) rejects its record. Strings with a registered image-source prefix such as
-  ``hdf5://`` are kept as they are.
+  (``../``, absolute paths elsewhere, a symbolic link pointing out) rejects its record, and so does an
+  ``hdf5://<file>#<group>/<row>`` reference whose file lies outside it (:func:`resolve_image_path`). Strings with
+  another registered image-source prefix are kept as they are.
 - A folder holding ``records.csv`` (simulator output, canonical folders) or exactly one table file is read as that
   table, with the folder as image root.
 """
@@ -125,17 +126,39 @@ def _column_mapping(columns: list[str], mapping: Mapping[str, str] | None, where
 
 
 def resolve_image_path(value: str, root: Path, *, record_id: Any = None) -> str:
-    """Resolve an image path from a data file against ``root``; paths may not escape ``root``.
+    """Resolve an image reference from a data file against ``root``; it may not lead outside ``root``.
 
-    The check is lexical (``..`` and absolute paths are normalised, symbolic links are not followed), so it costs
-    no file-system call per record.
+    A plain path and the file part of an ``hdf5://<file>#<group>/<row>`` reference are checked alike: first
+    lexically (``..`` and absolute paths normalised), so that nothing outside ``root`` is touched, not even to test
+    whether it exists; then with symbolic links followed (a link inside ``root`` pointing out is refused too). The
+    message is the same whether or not the outside file exists.
 
     Raises:
-        DataError: the path points outside ``root``.
+        DataError: the reference points outside ``root``.
     """
+    from .clibd_hdf5 import HDF5_PREFIX
+
+    if value.startswith(HDF5_PREFIX):
+        body = value[len(HDF5_PREFIX):]
+        path, sep, where = body.rpartition("#")
+        if not sep or not path:
+            err = DataError(f"record {record_id}: malformed HDF5 image reference {value!r}; expected "
+                            "hdf5://<file>#<group>/<row>", record_id=record_id, value=value)
+            err.kind = "image_path"  # type: ignore[attr-defined]
+            raise err
+        try:
+            return f"{HDF5_PREFIX}{resolve_image_path(path, root, record_id=record_id)}#{where}"
+        except DataError:
+            inner = path
+    else:
+        inner = value
     root_abs = os.path.abspath(root)
-    full = os.path.normpath(value if os.path.isabs(value) else os.path.join(root_abs, value))
-    if os.path.commonpath([full, root_abs]) != root_abs:
+    full = os.path.normpath(inner if os.path.isabs(inner) else os.path.join(root_abs, inner))
+    inside = os.path.commonpath([full, root_abs]) == root_abs
+    if inside:  # lexically inside: now follow symbolic links (only paths under the root are looked at)
+        real_root = os.path.realpath(root_abs)
+        inside = os.path.commonpath([os.path.realpath(full), real_root]) == real_root
+    if not inside:
         err = DataError(
             f"record {record_id}: image path {value!r} points outside the data root {root_abs}; image paths in data "
             "files must stay inside it (pass image_root= to choose the root)", record_id=record_id, value=value)
@@ -211,12 +234,15 @@ def read_table_chunks(
 
 def _resolve_images(frame: pd.DataFrame, rows: list[int], root: Path, prefixes: tuple[str, ...],
                     ctx: ReadContext) -> tuple[pd.DataFrame, list[int]]:
+    from .clibd_hdf5 import HDF5_PREFIX
+
     ids = frame[RECORD_ID].tolist() if RECORD_ID in frame.columns else [None] * len(frame)
     resolved: list[Any] = []
     bad: list[int] = []
     for i, (rid, value) in enumerate(zip(ids, frame[IMAGE].tolist())):
-        if not isinstance(value, str) or not value.strip() or value.startswith(prefixes):
-            resolved.append(value)
+        if not isinstance(value, str) or not value.strip() or (value.startswith(prefixes)
+                                                               and not value.startswith(HDF5_PREFIX)):
+            resolved.append(value)  # other registered sources resolve their own references
             continue
         try:
             resolved.append(resolve_image_path(value.strip(), root, record_id=rid))
