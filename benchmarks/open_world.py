@@ -20,8 +20,10 @@ Methods:
 
 Per method and query group: the share whose reported (finest) rank is each rank or none, the share named at
 species/genus/family/order or finer, the precision of the reported name at the reported rank, and the time (library
-build: embedding + calibration; identification of all queries). Novelty AUROC (species absent vs present) for
-the toolkit methods. One JSON object on stdout.
+build: embedding + calibration; identification of all queries), and how much the precision rests on a few taxa
+(``n_taxa`` held out, ``precision_se_over_taxa``: its standard error over those taxa, and the taxa behind most wrong
+names: a group's precision is decided by which taxa happen to be new, so read it with that error). Novelty AUROC
+(species absent vs present) for the toolkit methods. One JSON object on stdout.
 
     python benchmarks/open_world.py                 # full data, about 10,000 queries
     python benchmarks/open_world.py --limit 4000    # a quick run
@@ -232,8 +234,43 @@ def main(argv: list[str] | None = None) -> dict:
 def _per_group(table: pd.DataFrame, queries: pd.DataFrame, groups: np.ndarray) -> dict:
     from clibd_toolkit.rank_calibration import naming_summary
 
-    return {g: naming_summary(table[groups == g].reset_index(drop=True), queries[groups == g].reset_index(drop=True))
-            for g in GROUPS if (groups == g).any()}
+    out = {}
+    for g in GROUPS:
+        m = groups == g
+        if not m.any():
+            continue
+        sub, truth = table[m].reset_index(drop=True), queries[m].reset_index(drop=True)
+        out[g] = naming_summary(sub, truth)
+        out[g].update(_taxon_spread(sub, truth, CLUSTER_RANK[g]))
+    return out
+
+
+#: the taxon a query group's queries were held out by (queries of one taxon are not independent)
+CLUSTER_RANK = {"novel_family": "family", "novel_genus": "genus", "novel_species": "species",
+                "known_species": "species"}
+
+
+def _taxon_spread(identified: pd.DataFrame, truth: pd.DataFrame, rank: str) -> dict:
+    """How much the group's precision rests on a few taxa: the number of held-out taxa and the standard error of the
+    precision over them (ratio estimator over taxa), and the taxa behind most wrong names."""
+    reported = identified["identified_rank"].to_numpy(dtype=object)
+    named = pd.notna(reported)
+    right = np.zeros(len(reported), dtype=bool)
+    for r in RANKS:
+        sel = np.array([v is not pd.NA and v == r for v in reported], dtype=bool)
+        right[sel] = identified[f"identified_{r}"].to_numpy(dtype=object)[sel] == truth[r].to_numpy(dtype=object)[sel]
+    taxa = truth[rank].astype(str).to_numpy()
+    frame = pd.DataFrame({"taxon": taxa, "named": named, "right": right & named})
+    per = frame.groupby("taxon")[["named", "right"]].sum()
+    total = per["named"].sum()
+    if total == 0 or len(per) < 2:
+        return {"n_taxa": int(len(per)), "precision_se_over_taxa": None, "taxa_with_most_wrong_names": {}}
+    p = per["right"].sum() / total
+    resid = per["right"] - p * per["named"]
+    se = float(np.sqrt((resid ** 2).sum() * len(per) / (len(per) - 1)) / total)
+    wrong = (per["named"] - per["right"]).sort_values(ascending=False)
+    return {"n_taxa": int(len(per)), "precision_se_over_taxa": se,
+            "taxa_with_most_wrong_names": {k: int(v) for k, v in wrong.head(3).items() if v > 0}}
 
 
 if __name__ == "__main__":

@@ -28,7 +28,10 @@ least ``min_precision`` (default 0.95) of the time, counting a correct coarser n
 "family Tachinidae" is right); novel orders, where no name can be right, are named at most 1 - ``min_precision``
 of the time; within those limits the names go as deep as possible. A survey made only of novel genera therefore
 gets names that are right at least ``min_precision`` of the time (in the simulation), which one threshold on a
-mixed-population confidence cannot promise. Thresholds are stored for :data:`TARGETS` and the calibration's own
+mixed-population confidence cannot promise. Because the queries of one held-out taxon are not independent (a
+survey's precision depends on which genera happen to be new, and one odd genus can carry most wrong names), each
+kind of query must reach ``min_precision`` at a lower bound, ``confidence_z`` (1.645) standard errors over the
+held-out taxa below its simulated precision. Thresholds are stored for :data:`TARGETS` and the calibration's own
 ``min_precision``.
 
 **Simulation** (per rank r, repeated ``n_repeats`` times with different seeds, queries capped per situation):
@@ -103,6 +106,7 @@ class RankCalibration(Config):
     n_repeats: int = 3
     max_queries: int = 3000  # per situation and draw
     seed: int = 0
+    confidence_z: float = 1.645  # bars hold at precision - z standard errors over held-out taxa (fit_thresholds)
     #: rank -> {"mean", "scale", "coef": [3], "intercept", "x", "y"} (standardisation, logistic regression,
     #: isotonic breakpoints); None = not
     #: calibratable (fewer than two taxa): the next finer rank's confidence is used
@@ -125,11 +129,17 @@ class RankCalibration(Config):
         self._require(0 < self.holdout_fraction < 1, "holdout_fraction", "a number in (0, 1)")
         self._require(self.n_repeats >= 1, "n_repeats", "an integer >= 1")
         self._require(self.max_queries >= 10, "max_queries", "an integer >= 10")
+        self._require(0 <= self.confidence_z <= 5, "confidence_z", "a number in [0, 5]")
         if self.models:
             self._require(set(self.models) == set(RANKS), "models", f"one entry for each of {list(RANKS)}")
+        for rank, model in self.models.items():
+            self._require(model is None or _model_ok(model), "models",
+                          "for each rank null or {mean, scale, coef: 3 numbers each; intercept: a number; x, y: "
+                          "equal-length lists of numbers} (re-create the calibration)")
         for target, per_rank in self.thresholds.items():
-            self._require(isinstance(per_rank, dict) and set(per_rank) == set(RANKS), "thresholds",
-                          f"for each target precision, one threshold for each of {list(RANKS)}")
+            self._require(isinstance(per_rank, dict) and set(per_rank) == set(RANKS)
+                          and all(_number(v) for v in per_rank.values()), "thresholds",
+                          f"for each target precision, one number for each of {list(RANKS)}")
 
     def rank_thresholds(self) -> dict[str, float]:
         """rank -> the confidence a name at that rank needs at this ``min_precision`` (fitted in the simulation)."""
@@ -170,6 +180,22 @@ class RankCalibration(Config):
             raise DataError(f"this calibration was made on another reference library ({self.n_reference} records, "
                             f"checksum {self.reference_checksum[:12]}), not on this one ({len(reference)} records, "
                             f"{reference.checksum()[:12]}); calibrate again on this reference (drop --calibration)")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
+def _model_ok(model: Any) -> bool:
+    """Whether a saved per-rank model has the structure :func:`_apply` relies on."""
+    if not isinstance(model, dict):
+        return False
+    vectors = [model.get(k) for k in ("mean", "scale", "coef")]
+    if not all(isinstance(v, list) and len(v) == len(FEATURES) and all(map(_number, v)) for v in vectors):
+        return False
+    x, y = model.get("x"), model.get("y")
+    return (_number(model.get("intercept")) and isinstance(x, list) and isinstance(y, list) and len(x) == len(y) > 0
+            and all(map(_number, x)) and all(map(_number, y)))
 
 
 def _draw(meta: pd.DataFrame, rank: str, has_q: np.ndarray, has_k: np.ndarray, fraction: float, cap: int,
@@ -260,17 +286,22 @@ def neighbourhood(index: NearestNeighbourIndex, key_meta: pd.DataFrame, queries:
 
 
 def _draw_untrained(meta: pd.DataFrame, rank: str, has_q: np.ndarray, has_k: np.ndarray, untrained: np.ndarray,
-                    cap: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+                    fraction: float, cap: int,
+                    rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
     """Like :func:`_draw`, with the taxa the model never trained on: every taxon at ``rank`` without a trained
     record is novel; below, every such child taxon of a trained parent; known species: the untrained records of
-    trained species. None when ``rank`` has no untrained taxon (or nothing else)."""
+    trained species. A rank without untrained taxa (e.g. every order trained on) holds out ``fraction`` of its
+    trained taxa as the novel ones, the other situations still untrained. None when ``rank`` has fewer than two
+    taxa or only untrained ones."""
     labels = meta[rank]
     present = labels.notna().to_numpy()
     trained_taxa = set(labels[~untrained & present].tolist())
     taxa = labels.dropna().unique()
     novel_taxa = [t for t in taxa if t not in trained_taxa]
-    if len(taxa) < 2 or not novel_taxa or len(novel_taxa) == len(taxa):
+    if len(taxa) < 2 or len(novel_taxa) == len(taxa):
         return None
+    if not novel_taxa:  # e.g. every order trained on: trained taxa play the novel ones (optimistic), the rest not
+        novel_taxa = list(rng.choice(taxa, min(len(taxa) - 1, max(1, round(fraction * len(taxa)))), replace=False))
     novel = labels.isin(set(novel_taxa)).to_numpy()
     held = novel.copy()
     situations = {"novel": novel}
@@ -305,7 +336,7 @@ def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def calibrate_ranks(reference: EmbeddingSet, *, query_modality: str, key_modality: str, min_precision: float = 0.95,
                     holdout_fraction: float = 0.2, n_repeats: int = 3, max_queries: int = 3000, n_neighbours: int = 20,
                     k_support: int = 5, seed: int = 0, backend: str = "exact",
-                    trained_ids=None) -> RankCalibration:
+                    trained_ids=None, confidence_z: float = 1.645) -> RankCalibration:
     """Fit the per-rank confidence models and decision thresholds on ``reference`` by leave-taxon-out simulation
     (module docstring).
 
@@ -321,7 +352,7 @@ def calibrate_ranks(reference: EmbeddingSet, *, query_modality: str, key_modalit
     """
     settings = RankCalibration(query_modality=query_modality, key_modality=key_modality, min_precision=min_precision,
                                holdout_fraction=holdout_fraction, n_repeats=n_repeats, max_queries=max_queries,
-                               n_neighbours=n_neighbours, k_support=k_support, seed=seed)
+                               n_neighbours=n_neighbours, k_support=k_support, seed=seed, confidence_z=confidence_z)
     for modality in (query_modality, key_modality):
         if modality not in reference.modalities:
             raise ConfigError(
@@ -341,7 +372,8 @@ def calibrate_ranks(reference: EmbeddingSet, *, query_modality: str, key_modalit
     truth = {r: meta[r].to_numpy(dtype=object) for r in RANKS}
     models: dict[str, Any] = {}
     diagnostics: dict[str, Any] = {}
-    simulated: list[tuple[str, dict[str, np.ndarray], np.ndarray]] = []  # (group, features per rank, right (m, 4))
+    # (group, features per rank, right (m, 4), the held-out taxon of each query: the cluster it belongs to)
+    simulated: list[tuple[str, dict[str, np.ndarray], np.ndarray, np.ndarray]] = []
     any_untrained = False
     for rank in RANKS:
         level = RANKS.index(rank)
@@ -349,7 +381,7 @@ def calibrate_ranks(reference: EmbeddingSet, *, query_modality: str, key_modalit
         used_untrained = False
         for repeat in range(n_repeats):
             rng = np.random.default_rng([seed, level, repeat])
-            drawn = (_draw_untrained(meta, rank, has_q, has_k, untrained, max_queries, rng)
+            drawn = (_draw_untrained(meta, rank, has_q, has_k, untrained, holdout_fraction, max_queries, rng)
                      if untrained is not None else None)
             used_untrained = drawn is not None
             if drawn is None:
@@ -369,7 +401,8 @@ def calibrate_ranks(reference: EmbeddingSet, *, query_modality: str, key_modalit
                 pooled[situation].append((feats[rank], right[:, level]))
                 group = {"novel": f"novel_{rank}", "novel_below": f"novel_{RANKS[min(level + 1, len(RANKS) - 1)]}",
                          "known_species": "known_species"}[situation]
-                simulated.append((group, feats, right))
+                cluster_rank = "species" if group == "known_species" else group[len("novel_"):]
+                simulated.append((group, feats, right, truth[cluster_rank][rows]))
         any_untrained |= used_untrained
         present = [s for s in SITUATIONS if pooled[s]]
         if not present:
@@ -391,13 +424,15 @@ def calibrate_ranks(reference: EmbeddingSet, *, query_modality: str, key_modalit
     calibration = settings.replace(models=models, untrained_taxa=any_untrained, n_reference=len(reference),
                                    reference_checksum=reference.checksum())
     conf = np.concatenate([np.stack([c[r] for r in RANKS], axis=1)
-                           for c in (calibration.confidence(f) for _, f, _ in simulated)])
-    right = np.concatenate([r for _, _, r in simulated])
-    groups = np.concatenate([[g] * len(r) for g, _, r in simulated])
+                           for c in (calibration.confidence(f) for _, f, _, _ in simulated)])
+    right = np.concatenate([r for _, _, r, _ in simulated])
+    groups = np.concatenate([[g] * len(r) for g, _, r, _ in simulated])
+    clusters = np.concatenate([c for _, _, _, c in simulated]).astype(object)
     thresholds: dict[str, dict[str, float]] = {}
     floor = None
     for target in sorted({*TARGETS, float(min_precision)}):  # looser first: each target's thresholds floor the next
-        floor = thresholds[target_key(target)] = fit_thresholds(conf, right, groups, target, floor)
+        floor = thresholds[target_key(target)] = fit_thresholds(conf, right, groups, target, floor,
+                                                                clusters=clusters, z=confidence_z)
     calibration = calibration.replace(thresholds=thresholds)
     diagnostics["groups"] = {key: group_outcomes(conf, right, groups, np.array([t[r] for r in RANKS]))
                              for key, t in thresholds.items()}
@@ -481,27 +516,56 @@ def group_outcomes(conf: np.ndarray, right: np.ndarray, groups: np.ndarray, thre
 
 
 def fit_thresholds(conf: np.ndarray, right: np.ndarray, groups: np.ndarray, target: float,
-                   floor: dict[str, float] | None = None) -> dict[str, float]:
+                   floor: dict[str, float] | None = None, clusters: np.ndarray | None = None,
+                   z: float = 0.0) -> dict[str, float]:
     """Per-rank thresholds on the (n, 4) confidences of simulated queries such that in every simulated group the
     reported names are right at least ``target`` of the time (novel orders, where no name can be right: at most
     1 - ``target`` of them named at all), naming as deep as possible on average over the groups (coordinate ascent
     over a grid, from the thresholds all equal to ``target``). ``floor``: no threshold below these (the thresholds of
-    a looser target), so that a stricter target never names a query deeper than a looser one."""
+    a looser target), so that a stricter target never names a query deeper than a looser one.
+
+    ``clusters`` (the held-out taxon of each query) and ``z`` > 0 make the test conservative: queries of one taxon
+    are not independent (a survey's precision depends on *which* genera are new to the library), so each group's
+    precision must reach ``target`` with its lower bound, precision - z * standard error, the standard error of a
+    ratio estimated over taxa (clusters) rather than over queries."""
     low = np.array([floor[r] for r in RANKS]) if floor else np.zeros(len(RANKS))
     names, codes = np.unique(groups, return_inverse=True)
     sizes = np.bincount(codes, minlength=len(names))
     rows = np.arange(len(codes))
     checked = sizes >= MIN_GROUP
     is_order = names == f"novel_{RANKS[0]}"
+    if clusters is not None and z > 0:
+        pairs = pd.factorize(pd.Series(codes.astype(str)) + "\x1f" + pd.Series(clusters).astype(str))[0]
+        pair_group = np.zeros(pairs.max() + 1, dtype=np.int64)
+        pair_group[pairs] = codes
+        pair_size = np.bincount(pairs)
+        n_clusters = np.bincount(pair_group, minlength=len(names))
+    else:
+        pairs = None
+
+    def spread(per_pair: np.ndarray, ratio: np.ndarray, base: np.ndarray, total: np.ndarray) -> np.ndarray:
+        """Standard error over clusters of the ratio sum(per_pair) / sum(base) per group."""
+        resid = per_pair - ratio[pair_group] * base
+        c = np.maximum(n_clusters, 2)
+        return np.sqrt(np.bincount(pair_group, weights=resid ** 2, minlength=len(names)) * c / (c - 1)) / np.maximum(
+            total, 1)
 
     def value(t: np.ndarray) -> float:
         finest = _finest(conf, t)
-        named = np.bincount(codes, weights=finest >= 0, minlength=len(names))
-        correct = np.bincount(codes, weights=right[rows, np.clip(finest, 0, None)] & (finest >= 0),
-                              minlength=len(names))
-        if np.any(checked & is_order & (named > (1 - target) * sizes)):
+        is_named = finest >= 0
+        is_right = right[rows, np.clip(finest, 0, None)] & is_named
+        named = np.bincount(codes, weights=is_named, minlength=len(names))
+        correct = np.bincount(codes, weights=is_right, minlength=len(names))
+        share = named / sizes
+        precision = np.where(named > 0, correct / np.maximum(named, 1), 1.0)
+        if pairs is not None:
+            pn = np.bincount(pairs, weights=is_named)
+            pk = np.bincount(pairs, weights=is_right)
+            share = share + z * spread(pn, share, pair_size, sizes)
+            precision = precision - z * spread(pk, precision, pn, named)
+        if np.any(checked & is_order & (share > 1 - target)):
             return -1.0
-        if np.any(checked & ~is_order & (named > 0) & (correct < target * named)):
+        if np.any(checked & ~is_order & (named > 0) & (precision < target)):
             return -1.0
         return float(np.mean(np.bincount(codes, weights=finest + 1, minlength=len(names)) / sizes) / len(RANKS))
 

@@ -211,11 +211,41 @@ def read_header(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a clibd_toolkit embedding file (format marker {fmt or None!r}; expected "
                               f"one of {list(READABLE_FORMATS)})")
     schema = pf.schema_arrow
+    _check_schema(path, schema)
     mods = tuple(m for m in MODALITIES if f"emb_{m}" in schema.names)
-    return {"format": fmt, "config": json.loads(meta.get(b"clibd_config", b"{}")),
-            "n_records": int(meta.get(b"clibd_n_records", b"-1")), "sha256": meta.get(b"clibd_sha256", b"").decode(),
+    try:
+        config = json.loads(meta.get(b"clibd_config", b"{}"))
+        n_records = int(meta.get(b"clibd_n_records", b"-1"))
+        sha = meta.get(b"clibd_sha256", b"").decode()
+        if not isinstance(config, dict):
+            raise ValueError("the config is not a JSON object")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: its header is damaged ({exc}); the file was modified, re-create it") from None
+    return {"format": fmt, "config": config, "n_records": n_records, "sha256": sha,
             "modalities": mods, "dims": {m: schema.field(f"emb_{m}").type.list_size for m in mods},
             "rows": pf.metadata.num_rows}
+
+
+def _check_schema(path: Path, schema) -> None:
+    """CheckpointError unless every column the reader relies on has the type the writer gives it: the metadata
+    columns text (or all-null), each ``emb_<modality>`` a fixed-size list of floats."""
+    import pyarrow as pa
+
+    for name in META_COLUMNS:
+        if name not in schema.names:
+            raise CheckpointError(f"{path} has no {name!r} column; it was modified, re-create it")
+        kind = schema.field(name).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
+            raise CheckpointError(f"{path}: column {name!r} is {kind}, expected text; the file was modified, "
+                                  "re-create it")
+    for modality in MODALITIES:
+        name = f"emb_{modality}"
+        if name not in schema.names:
+            continue
+        kind = schema.field(name).type
+        if not (pa.types.is_fixed_size_list(kind) and kind.list_size > 0 and pa.types.is_floating(kind.value_type)):
+            raise CheckpointError(f"{path}: column {name!r} is {kind}, expected a fixed-size list of floats (one "
+                                  "vector per record); the file was modified, re-create it")
 
 
 def _from_arrow(table, config: dict[str, Any]) -> EmbeddingSet:
@@ -226,6 +256,9 @@ def _from_arrow(table, config: dict[str, Any]) -> EmbeddingSet:
         name = f"emb_{modality}"
         if name in table.column_names:
             col = table.column(name).combine_chunks()
+            if col.null_count:
+                raise CheckpointError(f"{name} holds {col.null_count} missing vector(s) where every record needs one; "
+                                      "the file was modified, re-create it")
             dim = col.type.list_size
             vectors[modality] = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
     return EmbeddingSet(metadata, vectors, dict(config))
