@@ -193,8 +193,10 @@ class Config:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} holds a JSON {type(data).__name__}, not an object of settings")
         kind = data.get("config_kind", cls.kind)
         if kind != cls.kind:
             raise ConfigError(f"{path} holds a {kind!r} config, not a {cls.kind!r} config")
