@@ -122,7 +122,7 @@ def check_embeddings_model(embeddings, model, what: str) -> None:
 
 
 def iter_embedding_chunks(model, chunks: Iterable[pd.DataFrame], *, modalities: Sequence[str] | str | None = None,
-                          batch_size: int = 64) -> Iterator[EmbeddingSet]:
+                          batch_size: int = 64, rejects=None) -> Iterator[EmbeddingSet]:
     """Embed a stream of record tables, yielding one EmbeddingSet per ``batch_size`` records (in order).
 
     Args:
@@ -130,6 +130,8 @@ def iter_embedding_chunks(model, chunks: Iterable[pd.DataFrame], *, modalities: 
         chunks: record tables (e.g. a :class:`~clibd_toolkit.readers.RecordStream`); batches may span chunks.
         modalities: subset of the model's modalities (default: all).
         batch_size: records per forward pass.
+        rejects: a :class:`~clibd_toolkit.records.Rejects`: a record whose input fails only when it is decoded
+            (a missing or corrupt image) is listed there with its reason and left out, instead of stopping.
     """
     mods = _modalities(model, modalities)
     config = _base_config(model, mods)
@@ -138,14 +140,28 @@ def iter_embedding_chunks(model, chunks: Iterable[pd.DataFrame], *, modalities: 
     try:
         for part in rebatch(chunks, batch_size):
             check_records(part)
-            vectors = embed_chunk(model, part, mods)
-            yield EmbeddingSet(part[list(META_COLUMNS)].reset_index(drop=True), vectors, dict(config))
+            vectors = None
+            while len(part):
+                try:
+                    vectors = embed_chunk(model, part, mods)
+                    break
+                except DataError as exc:
+                    if rejects is None or exc.record_id is None:
+                        raise
+                    bad = np.flatnonzero(part[RECORD_ID].astype(str).to_numpy() == str(exc.record_id))
+                    if not len(bad):
+                        raise
+                    rejects.add(row=None, record_id=exc.record_id, column="image" if "image" in str(exc) else "",
+                                value=exc.value, reason=str(exc), kind="decode")
+                    part = part.drop(part.index[bad[:1]]).reset_index(drop=True)
+            if vectors is not None:
+                yield EmbeddingSet(part[list(META_COLUMNS)].reset_index(drop=True), vectors, dict(config))
     finally:
         model.train(was_training)
 
 
 def extract_embeddings(model, records: pd.DataFrame, *, modalities: Sequence[str] | str | None = None,
-                       batch_size: int = 64, progress: bool = True) -> EmbeddingSet:
+                       batch_size: int = 64, progress: bool = True, rejects=None) -> EmbeddingSet:
     """Embed every record in every modality the model has (or ``modalities``), in memory.
 
     For more records than fit in memory use :func:`write_embeddings` (same vectors, streamed to a file).
@@ -156,6 +172,8 @@ def extract_embeddings(model, records: pd.DataFrame, *, modalities: Sequence[str
         modalities: subset of the model's modalities (default: all).
         batch_size: records per forward pass.
         progress: show a progress bar.
+        rejects: skip records whose input fails when decoded, listing them here (:func:`iter_embedding_chunks`);
+            the set then lacks those rows.
 
     Returns:
         An EmbeddingSet with one row per record, in the order of ``records``; its config holds the model config.
@@ -174,7 +192,7 @@ def extract_embeddings(model, records: pd.DataFrame, *, modalities: Sequence[str
     mods = _modalities(model, modalities)
     parts = []
     with tqdm(total=len(records), desc="embedding", unit="rec", disable=not progress, leave=False) as bar:
-        for part in iter_embedding_chunks(model, [records], modalities=mods, batch_size=batch_size):
+        for part in iter_embedding_chunks(model, [records], modalities=mods, batch_size=batch_size, rejects=rejects):
             parts.append(part)
             bar.update(len(part))
     if not parts:
@@ -196,9 +214,11 @@ class EmbedSummary:
     vectors: dict[str, int] = field(default_factory=dict)  # records with a vector, per modality
     blocks_written: int = 0
     blocks_skipped: int = 0
+    rejected: int | None = None  # records left out (read + decode), when the command counted them
 
     def to_json_dict(self) -> dict[str, Any]:
         return {"out": str(self.path), "records": self.n_records, "vectors": self.vectors,
+                **({"rejected": self.rejected} if self.rejected is not None else {}),
                 **({"blocks_written": self.blocks_written, "blocks_skipped": self.blocks_skipped}
                    if self.blocks_written or self.blocks_skipped else {})}
 
@@ -213,7 +233,7 @@ def _progress(progress: bool, desc: str, total: int | None = None):
     return tqdm(total=total, desc=desc, unit="rec", disable=not progress, leave=False)
 
 
-def write_embeddings(model, records: pd.DataFrame | Iterable[pd.DataFrame], out: str | Path, *,
+def write_embeddings(model, records: pd.DataFrame | Iterable[pd.DataFrame], out: str | Path, *, rejects=None,
                      modalities: Sequence[str] | str | None = None, batch_size: int = 64,
                      config: dict[str, Any] | None = None, progress: bool = True) -> EmbedSummary:
     """Embed a records table or a stream of record chunks straight into one embedding file.
@@ -229,6 +249,7 @@ def write_embeddings(model, records: pd.DataFrame | Iterable[pd.DataFrame], out:
         batch_size: records per forward pass.
         config: extra provenance stored in the file header (e.g. ``{"run": ..., "data": ...}``).
         progress: show a progress bar.
+        rejects: skip records whose input fails when decoded, listing them here (:func:`iter_embedding_chunks`).
 
     Returns:
         An :class:`EmbedSummary`.
@@ -242,7 +263,8 @@ def write_embeddings(model, records: pd.DataFrame | Iterable[pd.DataFrame], out:
     summary = EmbedSummary(Path(out), vectors={m: 0 for m in mods})
     with EmbeddingWriter(out, {m: model.config.embed_dim for m in mods}, header) as writer, \
             _progress(progress, "embedding") as bar:
-        for part in iter_embedding_chunks(model, _as_chunks(records), modalities=mods, batch_size=batch_size):
+        for part in iter_embedding_chunks(model, _as_chunks(records), modalities=mods, batch_size=batch_size,
+                                          rejects=rejects):
             writer.write(part)
             _count(summary, part)
             bar.update(len(part))
@@ -326,7 +348,7 @@ def _block_is_done(path: Path, fingerprint: dict[str, Any], ids_digest: str, n: 
 def embed_shard(model, records: pd.DataFrame | Iterable[pd.DataFrame], out: str | Path, shard: tuple[int, int] | str,
                 *, modalities: Sequence[str] | str | None = None, batch_size: int = 64,
                 block_size: int = DEFAULT_BLOCK_SIZE, config: dict[str, Any] | None = None,
-                progress: bool = True) -> EmbedSummary:
+                progress: bool = True, rejects=None) -> EmbedSummary:
     """Embed shard ``i`` of ``n`` of a record stream into ``OUT.shards/`` (resumable; see the module docstring).
 
     Every shard job reads the whole stream (record positions define the blocks) but embeds only its own blocks.
@@ -382,7 +404,8 @@ def embed_shard(model, records: pd.DataFrame | Iterable[pd.DataFrame], out: str 
                 continue
             block_config = {**base, "shard": {"fingerprint": fingerprint, "block": j, "ids_sha256": digest}}
             with EmbeddingWriter(path, dims, block_config) as writer:
-                for part in iter_embedding_chunks(model, [block], modalities=mods, batch_size=batch_size):
+                for part in iter_embedding_chunks(model, [block], modalities=mods, batch_size=batch_size,
+                                                  rejects=rejects):
                     writer.write(part)
                     _count(summary, part)
                     bar.update(len(part))
@@ -488,11 +511,21 @@ def _record_stream(args: argparse.Namespace):
     return iter_record_chunks(args.data, args.chunk_size, format=args.format, on_error=args.on_error, **options)
 
 
-def _save_rejects(stream, out: Path) -> None:
-    if len(stream.rejects):
-        path = Path(str(out) + ".rejects.csv")
-        stream.rejects.save(path)
-        sys.stderr.write(f"left out {len(stream.rejects)} unusable record(s), listed in {path}\n")
+def _save_rejects(stream, out: Path, decoded=None, shard: tuple[int, int] | None = None) -> None:
+    """List every record left out: those the reader refused (written once, by shard 0) and those whose input failed
+    when decoded (each shard its own)."""
+    from .records import Rejects
+
+    both = Rejects()
+    if shard is None or shard[0] == 0:
+        both.rows.extend(stream.rejects.rows)
+    if decoded is not None:
+        both.rows.extend(decoded.rows)
+    if len(both):
+        suffix = ".rejects.csv" if shard is None else f".rejects-{shard[0]}-of-{shard[1]}.csv"
+        path = Path(str(out) + suffix)
+        both.save(path)
+        sys.stderr.write(f"left out {len(both)} unusable record(s), listed in {path}\n")
 
 
 def run_embed(args: argparse.Namespace) -> int:
@@ -542,12 +575,17 @@ def _embed(args: argparse.Namespace, shard: tuple[int, int] | None, progress: bo
     stream = _record_stream(args)
     provenance = {**model_provenance(args), "data": str(args.data)}
     out = Path(args.out)
+    from .records import Rejects
+
+    decoded = Rejects() if args.on_error == "skip" else None  # inputs that fail only when decoded
     if shard is None:
         summary = write_embeddings(model, stream, out, modalities=args.modalities, batch_size=args.batch_size,
-                                   config=provenance, progress=progress)
+                                   config=provenance, progress=progress, rejects=decoded)
     else:
         summary = embed_shard(model, stream, out, shard, modalities=args.modalities, batch_size=args.batch_size,
-                              block_size=args.block_size, config=provenance, progress=progress)
-    if shard is None or shard[0] == 0:
-        _save_rejects(stream, out)
+                              block_size=args.block_size, config=provenance, progress=progress, rejects=decoded)
+    if shard is None or shard[0] == 0 or (decoded is not None and len(decoded)):
+        _save_rejects(stream, out, decoded, shard)
+    if shard is None:  # records in = embedded + rejected
+        summary.rejected = len(stream.rejects) + (len(decoded) if decoded is not None else 0)
     return summary

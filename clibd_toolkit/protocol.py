@@ -43,7 +43,7 @@ def _training_overlap(records: pd.DataFrame, train_ids: set[str] | None) -> int 
 
 def evaluate_model(model, records: pd.DataFrame, config: EvalConfig | None = None, *,
                    split_seed: int = 42, train_ids: set[str] | None = None, novelty: bool = True,
-                   batch_size: int = 64, progress: bool = True) -> ModelEvaluation:
+                   batch_size: int = 64, progress: bool = True, rejects=None) -> ModelEvaluation:
     """Embed the keys and queries of ``records`` with ``model`` and run the CLIBD protocol.
 
     Args:
@@ -54,6 +54,8 @@ def evaluate_model(model, records: pd.DataFrame, config: EvalConfig | None = Non
         train_ids: record ids the model was trained on (``RUN/train_records.txt``), to report overlap.
         novelty: also score novelty detection: calibrated on the seen keys (leave-species-out), then applied to the
             stage's seen queries (species present) and unseen queries (species absent from the seen keys).
+        rejects: a :class:`~clibd_toolkit.records.Rejects`: records whose input fails when decoded (a missing or
+            corrupt image) are listed there and left out of the protocol instead of stopping it.
 
     Returns:
         A :class:`ModelEvaluation`: the protocol result, the embeddings used, a summary and novelty scores.
@@ -69,11 +71,12 @@ def evaluate_model(model, records: pd.DataFrame, config: EvalConfig | None = Non
         raise DataError(f"the data has {int(keys.sum())} key and {int(queries.sum())} {config.stage} query records; "
                         "the protocol needs both (check the split column, or use more records per species)")
     subset = records.loc[keys | queries].reset_index(drop=True)
-    emb = extract_embeddings(model, subset, batch_size=batch_size, progress=progress)
+    emb = extract_embeddings(model, subset, batch_size=batch_size, progress=progress, rejects=rejects)
     result = evaluate_embeddings(emb, config, progress=progress)
     summary = {
         "stage": config.stage, "n_records": int(len(records)), "n_keys": int(keys.sum()),
         "n_queries": int(queries.sum()), "default_split_applied": bool(applied),
+        "n_left_out_undecodable": int(len(subset) - len(emb)),
         "split_seed": split_seed if applied else None,
         "split_summary": split_summary(records).to_dict(orient="records"),
         "train_overlap_queries": _training_overlap(records.loc[queries], train_ids),
@@ -204,9 +207,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
     # a released model's training data (BIOSCAN) is not on this machine: no overlap can be counted
     data_info = read_run_info(args.run)[2] if args.run else {"released": model.source.get("name")}
     records = load_data(args, rejects_path=Path(args.out) / "data-rejects.csv")
+    from .records import Rejects
+
+    decoded = Rejects() if args.on_error == "skip" else None
     evaluation = evaluate_model(model, records, eval_cfg, split_seed=args.split_seed,
                                 train_ids=read_train_ids(args.run) if args.run else None, novelty=not args.no_novelty,
-                                batch_size=args.batch_size, progress=not args.no_progress)
+                                batch_size=args.batch_size, progress=not args.no_progress, rejects=decoded)
+    if decoded is not None and len(decoded):
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        decoded.save(Path(args.out) / "decode-rejects.csv")
+        sys.stderr.write(f"left out {len(decoded)} record(s) whose input could not be decoded, listed in "
+                         f"{Path(args.out) / 'decode-rejects.csv'}\n")
     config = {"eval": eval_cfg.to_json_dict(), "model": model.config.to_json_dict(), "model_source": model.source,
               **model_provenance(args), "data": str(args.data), "train_data": data_info,
               "default_split_applied": evaluation.summary["default_split_applied"],

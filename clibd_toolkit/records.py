@@ -50,7 +50,7 @@ _VALID_DNA_BYTES = (NUCLEOTIDES + IUPAC_AMBIGUITY).encode("ascii")
 #: the kinds of problems a reject (or an inspection finding) can have
 REJECT_KINDS = (
     "empty_id", "duplicate_id", "invalid_barcode", "barcode_too_long", "unknown_split", "no_modality",
-    "lineage_conflict", "marker", "parse", "image_path", "other",
+    "lineage_conflict", "marker", "parse", "image_path", "decode", "other",
 )
 
 

@@ -96,8 +96,8 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 def check_trainable(records: pd.DataFrame, modalities: tuple[str, ...], k: int, *, on_error: str = "raise",
                     rejects: Rejects | None = None) -> pd.DataFrame:
-    """Find every record that cannot be trained on (barcode shorter than one k-mer, missing image file, no
-    modality of the model at all), before any compute is spent. Raises one DataError listing all of them, or
+    """Find every record that cannot be trained on (barcode shorter than one k-mer, missing image file or one that
+    is no image at all (its header is read), no modality of the model at all), before any compute is spent. Raises one DataError listing all of them, or
     with ``on_error="skip"`` leaves them out and adds each to ``rejects``."""
     problems: list[tuple[int, str, str, Any, str]] = []
     ids = records[RECORD_ID].tolist()
@@ -106,9 +106,19 @@ def check_trainable(records: pd.DataFrame, modalities: tuple[str, ...], k: int, 
             if isinstance(seq, str) and len(seq) < k:
                 problems.append((i, ids[i], DNA, seq, f"barcode is {len(seq)} nt, shorter than one {k}-mer"))
     if "image" in modalities:
+        from PIL import Image
+
         for i, img in enumerate(records[IMAGE].tolist()):
-            if isinstance(img, str) and "://" not in img and not Path(img).is_file():
+            if not isinstance(img, str) or "://" in img:
+                continue
+            if not Path(img).is_file():
                 problems.append((i, ids[i], IMAGE, img, "image file does not exist"))
+                continue
+            try:  # the header only (cheap): a file that is no image at all fails here, not mid-training
+                with Image.open(img) as im:
+                    im.size  # noqa: B018
+            except Exception as exc:  # noqa: BLE001 - PIL raises many kinds for a bad file
+                problems.append((i, ids[i], IMAGE, img, f"not an image PIL can read ({type(exc).__name__})"))
     usable = np.zeros(len(records), dtype=bool)
     for m in modalities:
         if m != "text":
@@ -150,7 +160,13 @@ def _validation_metric(model: CLIBDModel, records: pd.DataFrame) -> tuple[float 
     if not keys.any() or not queries.any():
         return None, {}
     subset = records.loc[keys | queries].reset_index(drop=True)
-    emb = extract_embeddings(model, subset, progress=False)
+    from .records import Rejects
+
+    undecodable = Rejects()  # validation is a side measurement: a record whose image fails is left out, and said
+    emb = extract_embeddings(model, subset, progress=False, rejects=undecodable)
+    if len(undecodable):
+        log.warning("validation left out %d record(s) whose input could not be decoded (first: %s)",
+                    len(undecodable), undecodable.rows[0]["reason"])
     result = evaluate_embeddings(emb, EvalConfig(stage="val"))
     value = mean_top1(result)
     return value, {"mean_top1": value, "n_queries": int(queries.sum()), "n_keys": int(keys.sum())}
