@@ -461,7 +461,10 @@ class _Trainer:
         if self.rank == 0:
             if not (run_dir / "checkpoints" / "best").is_dir() and list_epoch_checkpoints(run_dir):
                 raise CheckpointError(f"{run_dir}: no best checkpoint was written")
-            load_model_state(checkpoint_folder(run_dir, "best"), model)
+            meta = load_model_state(checkpoint_folder(run_dir, "best"), model)
+            # the same identity load_run gives it, so that embeddings made with this model record which model it is
+            model.source = {"kind": "run", "run": str(Path(run_dir).resolve()), "checkpoint": "best",
+                            "model_sha256": meta.get("model_sha256")}
         if self.world > 1:
             # the other ranks take rank 0's best weights and bookkeeping (no shared file system needed)
             broadcast_module(model)
