@@ -42,7 +42,6 @@ reference minus a second seeded leave-taxon-out hold-out; train on it, and the c
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
