@@ -134,8 +134,9 @@ class RankCalibration(Config):
             self._require(set(self.models) == set(RANKS), "models", f"one entry for each of {list(RANKS)}")
         for rank, model in self.models.items():
             self._require(model is None or _model_ok(model), "models",
-                          "for each rank null or {mean, scale, coef: 3 numbers each; intercept: a number; x, y: "
-                          "equal-length lists of numbers} (re-create the calibration)")
+                          "for each rank null or {mean, scale (> 0), coef: 3 numbers each; intercept: a number; x "
+                          "(non-decreasing), y (in [0, 1]): equal-length lists of numbers} (re-create the "
+                          "calibration)")
         for target, per_rank in self.thresholds.items():
             self._require(isinstance(per_rank, dict) and set(per_rank) == set(RANKS)
                           and all(_number(v) for v in per_rank.values()), "thresholds",
@@ -195,7 +196,8 @@ def _model_ok(model: Any) -> bool:
         return False
     x, y = model.get("x"), model.get("y")
     return (_number(model.get("intercept")) and isinstance(x, list) and isinstance(y, list) and len(x) == len(y) > 0
-            and all(map(_number, x)) and all(map(_number, y)))
+            and all(map(_number, x)) and all(map(_number, y)) and bool(np.all(np.diff(x) >= 0))
+            and all(0.0 <= v <= 1.0 for v in y) and all(v > 0 for v in model["scale"]))
 
 
 def _draw(meta: pd.DataFrame, rank: str, has_q: np.ndarray, has_k: np.ndarray, fraction: float, cap: int,

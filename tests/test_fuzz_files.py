@@ -20,7 +20,7 @@ from clibd_toolkit.errors import ClibdError, CheckpointError
 from clibd_toolkit.rank_calibration import RankCalibration, calibrate_ranks
 from clibd_toolkit.store import EmbeddingSet, load_embeddings
 
-FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                       HealthCheck.function_scoped_fixture])
 
 
