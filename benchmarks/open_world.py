@@ -206,11 +206,12 @@ def main(argv: list[str] | None = None) -> dict:
         from clibd_toolkit.protocol import read_train_ids
 
         model = ctk.load_run(args.run)
+        trained = read_train_ids(args.run)
         toolkit("clibd/rank", lambda: extract_embeddings(model, reference, modalities=["dna"],
                                                          progress=False).vectors["dna"],
                 lambda: extract_embeddings(model, queries, modalities=["dna"], progress=False).vectors["dna"], "rank",
-                trained_ids=read_train_ids(args.run))
-        if read_train_ids(args.run) is None or set(read_train_ids(args.run)) >= set(reference["record_id"]):
+                trained_ids=trained)
+        if trained is None or trained >= set(reference["record_id"]):
             results["clibd/rank"]["warning"] = ("the run trained on every reference record: its calibration is "
                                                 "optimistic (train it on --write-training-data)")
     if not args.no_sintax:
@@ -252,12 +253,9 @@ CLUSTER_RANK = {"novel_family": "family", "novel_genus": "genus", "novel_species
 def _taxon_spread(identified: pd.DataFrame, truth: pd.DataFrame, rank: str) -> dict:
     """How much the group's precision rests on a few taxa: the number of held-out taxa and the standard error of the
     precision over them (ratio estimator over taxa), and the taxa behind most wrong names."""
-    reported = identified["identified_rank"].to_numpy(dtype=object)
-    named = pd.notna(reported)
-    right = np.zeros(len(reported), dtype=bool)
-    for r in RANKS:
-        sel = np.array([v is not pd.NA and v == r for v in reported], dtype=bool)
-        right[sel] = identified[f"identified_{r}"].to_numpy(dtype=object)[sel] == truth[r].to_numpy(dtype=object)[sel]
+    from clibd_toolkit.rank_calibration import reported_right
+
+    named, right = reported_right(identified, truth)
     taxa = truth[rank].astype(str).to_numpy()
     frame = pd.DataFrame({"taxon": taxa, "named": named, "right": right & named})
     per = frame.groupby("taxon")[["named", "right"]].sum()

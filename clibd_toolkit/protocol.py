@@ -287,8 +287,8 @@ def identify_records(model, queries: pd.DataFrame, reference: EmbeddingSet | pd.
 
     The query modality defaults to DNA when the queries have barcodes, else image; the key modality defaults to
     the query modality. Names go as deep as the evidence allows while staying right at least ``min_precision`` of
-    the time for every kind of query (:mod:`clibd_toolkit.rank_calibration`), with ``calibration`` (checked to belong to this reference) or, with
-    ``calibrate``, a calibration fitted on the reference now by leaving out taxa at each rank (with
+    the time for every kind of query (:mod:`clibd_toolkit.rank_calibration`), with ``calibration`` (checked to
+    belong to this reference) or, with ``calibrate``, a calibration fitted on the reference now by leaving out taxa at each rank (with
     ``trained_ids``, the record ids the model trained on, the reference taxa it never saw play the novel ones).
 
     Returns:

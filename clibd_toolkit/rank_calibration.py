@@ -48,12 +48,14 @@ than a truly unseen one, so a simulation with trained taxa is optimistic (measur
 whole reference: novel-genus names 0.975 right in the simulation, 0.75 on genera it never saw). Given the ids the
 model trained on (``trained_ids``; ``clibd identify --run`` reads the run's ``train_records.txt``), each rank's
 novel taxa are the reference taxa without a trained record, novel-below taxa likewise, and known-species queries
-are untrained records of trained species; a rank without untrained taxa falls back to the random hold-outs above.
-``untrained_taxa`` and ``diagnostics[rank]["untrained_taxa"]`` say which was used.
+are untrained records of trained species; a rank without untrained taxa (e.g. every order trained on) holds out
+trained taxa at that rank as above, its other situations still untrained. ``untrained_taxa`` and
+``diagnostics[rank]["untrained_taxa"]`` say which was used.
 
 In the per-rank fit the three situations get equal total weight: the confidence is the precision under that mix,
 which ``diagnostics`` reports per situation; ``diagnostics["groups"][target]`` gives the simulated outcome per kind
-of query (share named, precision, depth) at each target precision. A rank with fewer than two taxa in the reference (e.g. one order) cannot be calibrated by
+of query (share named, precision, depth) at each target precision. A rank with fewer than two taxa in the
+reference (e.g. one order) cannot be calibrated by
 leaving taxa out: its confidence is that of the next finer rank.
 """
 from __future__ import annotations
@@ -589,6 +591,16 @@ def fit_thresholds(conf: np.ndarray, right: np.ndarray, groups: np.ndarray, targ
     return {r: float(x) for r, x in zip(RANKS, t)}
 
 
+def reported_right(identified: pd.DataFrame, truth: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(named, right) per row: whether a name was reported, and whether it equals the truth at its reported rank."""
+    rank = identified["identified_rank"].to_numpy(dtype=object)
+    right = np.zeros(len(rank), dtype=bool)
+    for r in RANKS:
+        sel = np.array([v is not pd.NA and v == r for v in rank], dtype=bool)
+        right[sel] = identified[f"identified_{r}"].to_numpy(dtype=object)[sel] == truth[r].to_numpy(dtype=object)[sel]
+    return pd.notna(rank), right
+
+
 def naming_summary(identified: pd.DataFrame, truth: pd.DataFrame) -> dict[str, Any]:
     """How far names went and how often they were right: ``identified`` (rows of :func:`identify
     <clibd_toolkit.identification.identify>`, or any table with ``identified_rank`` and ``identified_<rank>``) against
@@ -600,11 +612,7 @@ def naming_summary(identified: pd.DataFrame, truth: pd.DataFrame) -> dict[str, A
         rank, that equal the truth; None when nothing was named).
     """
     rank = identified["identified_rank"].to_numpy(dtype=object)
-    right = np.zeros(len(rank), dtype=bool)
-    for r in RANKS:
-        sel = np.array([v is not pd.NA and v == r for v in rank], dtype=bool)
-        right[sel] = identified[f"identified_{r}"].to_numpy(dtype=object)[sel] == truth[r].to_numpy(dtype=object)[sel]
-    named = pd.notna(rank)
+    named, right = reported_right(identified, truth)
     is_rank = {r: np.array([v is not pd.NA and v == r for v in rank], dtype=bool) for r in RANKS}
     return {"n": int(len(rank)), "reported_rank": {r: float(is_rank[r].mean()) if len(rank) else 0.0 for r in RANKS},
             "none": float((~named).mean()) if len(rank) else 0.0,
