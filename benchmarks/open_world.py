@@ -35,8 +35,8 @@ reference minus a second seeded leave-taxon-out hold-out; train on it, and the c
 ``train_records.txt``) simulates novelty with the held-out taxa only:
 
     python benchmarks/open_world.py --write-training-data /tmp/ow/train.csv
-    clibd train --preset cpu --modalities dna,text --data /tmp/ow/train.csv --out /tmp/ow/run --batch-size 256 \
-        --epochs 3 --lr 0.001 --max-steps 500
+    clibd train --preset cpu --modalities dna,text --data /tmp/ow/train.csv --all-records --out /tmp/ow/run \
+        --batch-size 256 --epochs 3 --lr 0.001 --max-steps 500
     python benchmarks/open_world.py --run /tmp/ow/run
 """
 from __future__ import annotations

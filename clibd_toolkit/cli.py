@@ -231,6 +231,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--no-augment", action="store_true", help="no image training augmentation")
     opt.add_argument("--max-steps", type=int, default=0, help="stop after this many optimiser steps (0: no limit)")
     opt.add_argument("--eval-every", type=int, default=defaults.eval_every, help="validate every N epochs")
+    opt.add_argument("--split-seed", type=int, default=defaults.split_seed,
+                     help="data without a split column: seed of the default CLIBD-style split that training holds "
+                          "its queries and keys out of (the one `clibd evaluate` applies; default %(default)s)")
+    opt.add_argument("--all-records", action="store_true",
+                     help="data without a split column: train on every record instead (no validation; an "
+                          "evaluation on the same data is then optimistic)")
     opt.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     opt.add_argument("--overwrite", action="store_true",
                      help="train into an existing non-empty --out folder that is not a run (files of the same names "
@@ -266,7 +272,8 @@ def run_train(args: argparse.Namespace) -> int:
     train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                             grad_accum_steps=args.grad_accum_steps, precision=args.precision, device=args.device,
                             seed=args.seed, num_workers=args.num_workers, augment=not args.no_augment,
-                            max_steps=args.max_steps, eval_every=args.eval_every, progress=not args.no_progress)
+                            max_steps=args.max_steps, eval_every=args.eval_every, progress=not args.no_progress,
+                            all_records=args.all_records, split_seed=args.split_seed)
     model_cfg = model_config_from_args(args)
     out = Path(args.out)
     from .io import refuse_foreign_folder, refuse_replacing_inputs
@@ -282,7 +289,7 @@ def run_train(args: argparse.Namespace) -> int:
     summary = {"run": str(out), "steps": result.steps, "best_epoch": result.best_epoch,
                "best_val_metric": result.best_metric,
                "loss_first": None if first is None else round(float(first["loss"]), 4),
-               "loss_last": None if last is None else round(float(last["loss"]), 4)}
+               "loss_last": None if last is None else round(float(last["loss"]), 4), "rejected": result.rejected}
     from .distributed import is_main_process
 
     if is_main_process():

@@ -91,7 +91,7 @@ class ClusterResult:
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        paths = {"scores": out / "cluster_scores.json", "clusters": out / "clusters.csv"}
+        paths = {"scores": out / CLUSTER_FILES[0], "clusters": out / CLUSTER_FILES[1]}
         atomic_write_text(paths["scores"], json.dumps({"config": self.settings, "scores": self.scores}, indent=1)
                           + "\n")
         with atomic_path(paths["clusters"]) as tmp:
@@ -251,6 +251,9 @@ def _score_clusters(labels: np.ndarray, meta: pd.DataFrame, *, hdbscan: bool, n_
 
 # --- CLI: clibd cluster --embeddings FILE.parquet --out DIR ----------------------------------------------------
 
+#: what ``clibd cluster`` writes in its --out folder (a folder holding only these is its own earlier output)
+CLUSTER_FILES: tuple[str, ...] = ("cluster_scores.json", "clusters.csv", "data-rejects.csv")
+
 def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``clibd cluster``."""
     from .cli import add_data_arguments, add_model_arguments
@@ -274,11 +277,17 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="UMAP seed")
     parser.add_argument("--max-records", type=int, default=MAX_AGGLOMERATIVE_RECORDS,
                         help="refuse agglomerative clustering above this many records (O(n^2) memory)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an existing non-empty --out folder that holds other files than a clustering's (files of "
+                             "the same names are replaced); without it such a folder is refused")
 
 
 def run_cluster(args: argparse.Namespace) -> int:
     """``clibd cluster``: cluster an embedding file (or --data embedded now), write the scores and assignments,
     print a summary."""
+    from .io import refuse_foreign_folder
+
+    refuse_foreign_folder(args.out, overwrite=args.overwrite, what="folder of clustering results", own=CLUSTER_FILES)
     embeddings = _cluster_input(args)
     result = cluster_embeddings(embeddings, modality=args.modality, method=args.method, selection=args.selection,
                                 umap_dims=args.umap_dims, n_clusters=args.n_clusters, linkage=args.linkage,

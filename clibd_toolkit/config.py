@@ -358,6 +358,10 @@ class TrainConfig(Config):
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 elsewhere
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     seed: int = 42
+    # records without a split column: apply the seeded CLIBD-style split (the one `clibd evaluate` applies by
+    # default) and train on its pretrain + train part, holding out its queries and keys; True trains on every record
+    all_records: bool = False
+    split_seed: int = 42  # seed of that default split (evaluate's --split-seed default)
     num_workers: int = 0  # DataLoader workers
     augment: bool = True  # image training augmentation (CLIBD: flips, rotation, random resized crop)
     eval_every: int = 1  # validate every N epochs (when the data has validation splits)

@@ -93,6 +93,10 @@ def make_smoke_inputs(out_dir: str | Path, *, seed: int = 0, records: int = 300)
 # --- the plan -------------------------------------------------------------------------------------------------
 
 
+#: what ``clibd demo`` writes in its --out folder (a folder holding only these is its own earlier output)
+DEMO_ENTRIES: tuple[str, ...] = (*DEMO_NOTEBOOKS, "notebooks", "reports", "index.html", "summary.json")
+
+
 def demo_plan(out: Path, *, smoke: bool = False, records: int | None = None, epochs: int | None = None,
               seed: int = 0, device: str = "auto", preset: str | None = None) -> list[tuple[str, dict[str, Any]]]:
     """The notebooks of the main job with their papermill parameters (absolute paths inside ``out``)."""
@@ -204,6 +208,9 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel that runs the notebooks")
     parser.add_argument("--cell-timeout", type=int, default=None, help="seconds allowed per notebook cell")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an existing non-empty --out folder that is not a demo's (files of the same "
+                             "names are replaced); without it such a folder is refused")
     parser.add_argument("--only", default=None,
                         help=f"comma-separated subset of the notebooks to run (default: all of {list(DEMO_NOTEBOOKS)})")
 
@@ -214,6 +221,9 @@ def run_demo(args: argparse.Namespace) -> int:
     from .report import run_and_export
 
     out = Path(args.out).expanduser().resolve()
+    from .io import refuse_foreign_folder
+
+    refuse_foreign_folder(out, overwrite=args.overwrite, what="demo folder", option="--out", own=DEMO_ENTRIES)
     out.mkdir(parents=True, exist_ok=True)
     nb_dir = notebook_dir()
     plan = demo_plan(out, smoke=args.smoke, records=args.records, epochs=args.epochs, seed=args.seed,

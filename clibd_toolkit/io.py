@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Iterator
 
@@ -162,9 +163,13 @@ def refuse_replacing_inputs(output: str | Path, inputs: dict[str, str | Path | N
 
 
 def refuse_foreign_folder(folder: str | Path, *, overwrite: bool, what: str, option: str = "--out",
-                          flag: str = "--overwrite") -> None:
+                          flag: str = "--overwrite", own: Collection[str] = ()) -> None:
     """ConfigError when ``folder`` exists and is not empty, unless ``overwrite``: a command never writes into a
-    non-empty folder it did not create. The message lists what is there."""
+    non-empty folder it did not create. ``own`` names (``fnmatch`` patterns) what the command itself writes there:
+    a folder holding only such entries is its own earlier output and is written again. The message lists what is
+    there that the command did not write."""
+    from fnmatch import fnmatchcase
+
     from .errors import ConfigError
 
     path = Path(folder)
@@ -173,7 +178,8 @@ def refuse_foreign_folder(folder: str | Path, *, overwrite: bool, what: str, opt
     if not path.is_dir():
         raise ConfigError(f"{option} {folder} is a file, not a folder; choose a new folder for the {what}")
     entries = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
-    if entries:
-        shown = ", ".join(entries[:10]) + (f", ... ({len(entries)} entries)" if len(entries) > 10 else "")
+    foreign = [e for e in entries if not any(fnmatchcase(e.rstrip("/"), pattern) for pattern in own)]
+    if foreign:
+        shown = ", ".join(foreign[:10]) + (f", ... ({len(foreign)} entries)" if len(foreign) > 10 else "")
         raise ConfigError(f"{option} {folder} is not empty and is not a {what} ({shown}); choose a new folder, or "
                           f"pass {flag} to write into it (files of the same names are replaced)")

@@ -194,6 +194,10 @@ def pretrain_dna(barcodes: Sequence[str], config: PretrainConfig, out_dir: str |
 # --- CLI ------------------------------------------------------------------------------------------------------
 
 
+#: what ``clibd pretrain-dna`` writes in its --out folder (a folder holding only these is its own earlier output)
+PRETRAIN_FILES: tuple[str, ...] = ("dna_encoder.safetensors", "pretrain.json", "data-rejects.csv")
+
+
 def add_pretrain_dna_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``clibd pretrain-dna``."""
     from .cli import add_data_arguments
@@ -212,6 +216,9 @@ def add_pretrain_dna_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=d.device)
     parser.add_argument("--keep-duplicates", action="store_true", help="pretrain on identical barcodes repeatedly")
     parser.add_argument("--half", action="store_true", help="store float16 weights (half the file size)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an existing non-empty --out folder that holds other files than a pretrained DNA encoder's (files of "
+                             "the same names are replaced); without it such a folder is refused")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -222,6 +229,9 @@ def run_pretrain_dna(args: argparse.Namespace) -> int:
 
     fields = {k: getattr(args, k) for k in PretrainConfig.field_names() if hasattr(args, k) and k != "progress"}
     config = PretrainConfig(**fields, progress=not args.no_progress, deduplicate=not args.keep_duplicates)
+    from .io import refuse_foreign_folder
+
+    refuse_foreign_folder(args.out, overwrite=args.overwrite, what="pretrained DNA encoder folder", own=PRETRAIN_FILES)
     records = load_data(args, rejects_path=Path(args.out) / "data-rejects.csv")
     info = {"source": str(args.data), "n_records": len(records)}
     if args.splits:

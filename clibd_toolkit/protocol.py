@@ -163,6 +163,11 @@ def read_train_ids(run_dir: str | Path) -> set[str] | None:
 # --- clibd evaluate ---------------------------------------------------------------------------------------------
 
 
+#: what ``clibd evaluate`` writes in its --out folder (a folder holding only these is its own earlier output)
+EVALUATION_FILES: tuple[str, ...] = ("metrics.json", "per_taxon.csv", "table.txt", "summary.json", "novelty.json",
+                                     "data-rejects.csv", "decode-rejects.csv")
+
+
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``clibd evaluate``."""
     from .cli import add_data_arguments, add_model_arguments
@@ -179,8 +184,13 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                              "(every pair the official CLIBD script reports: also text queries and the fused "
                              "image+dna / concat features, all keys stacked), or comma-separated QUERY->KEY pairs")
     parser.add_argument("--ks", default="1,3,5", help="top-k accuracies to report (default: 1,3,5)")
-    parser.add_argument("--split-seed", type=int, default=42, help="seed of the default split (data without one)")
+    parser.add_argument("--split-seed", type=int, default=None,
+                        help="data without a split column: seed of the default CLIBD-style split (default: the one "
+                             "--run trained with, as recorded in its run.json, else 42)")
     parser.add_argument("--no-novelty", action="store_true", help="skip the novelty-detection scores")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an existing non-empty --out folder that holds other files than an evaluation's (files of "
+                             "the same names are replaced); without it such a folder is refused")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-progress", action="store_true")
@@ -199,6 +209,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     except ValueError:
         raise ConfigError(f"--ks got {args.ks!r}; expected comma-separated integers such as 1,3,5") from None
     eval_cfg = EvalConfig(stage=args.stage, pairs=pairs, ks=ks)
+    from .io import refuse_foreign_folder
+
+    refuse_foreign_folder(args.out, overwrite=args.overwrite, what="folder of evaluation results",
+                          own=EVALUATION_FILES)
     if args.embeddings:
         return _evaluate_file(args, eval_cfg)
     if not args.data or not (args.run or args.model):
@@ -207,6 +221,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     # a released model's training data (BIOSCAN) is not on this machine: no overlap can be counted
     data_info = read_run_info(args.run)[2] if args.run else {"released": model.source.get("name")}
     records = load_data(args, rejects_path=Path(args.out) / "data-rejects.csv")
+    if args.split_seed is None:  # the split the run held out when it trained on data without splits
+        from .splits import SplitConfig
+
+        args.split_seed = read_run_info(args.run)[1].split_seed if args.run else SplitConfig().seed
     from .records import Rejects
 
     decoded = Rejects() if args.on_error == "skip" else None

@@ -518,6 +518,10 @@ def _parse_value(text: str) -> Any:
     return text
 
 
+#: what ``clibd report`` writes in its --out folder (a folder holding only these is its own earlier output)
+REPORT_ENTRIES: tuple[str, ...] = ("notebooks", "reports")
+
+
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``clibd report``."""
     parser.add_argument("notebook", help="notebook to run, e.g. notebooks/03_evaluate.ipynb")
@@ -531,10 +535,16 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kernel", default=DEFAULT_KERNEL, help=f"Jupyter kernel (default {DEFAULT_KERNEL})")
     parser.add_argument("--cell-timeout", type=int, default=None, help="seconds allowed per cell (default: none)")
     parser.add_argument("--hide-input", action="store_true", help="leave the code out of the HTML report")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an existing non-empty --out folder that holds more than notebooks/ and "
+                             "reports/ (files of the same names are replaced); without it such a folder is refused")
 
 
 def run_report(args: argparse.Namespace) -> int:
     """``clibd report``: execute one notebook headless and export its offline HTML report."""
+    from .io import refuse_foreign_folder
+
+    refuse_foreign_folder(args.out, overwrite=args.overwrite, what="report folder", own=REPORT_ENTRIES)
     params = {name: _parse_value(value) for name, value in args.parameter}
     params.update({name: value for name, value in args.raw_parameter})
     result = run_and_export(args.notebook, args.out, params, name=args.name, kernel_name=args.kernel,

@@ -55,6 +55,9 @@ class TrainResult:
     best_epoch: int
     best_metric: float | None
     val_metrics: list[dict[str, Any]] = field(default_factory=list)
+    #: records left out (``on_error="skip"``): unusable before training plus undecodable during it; each is listed
+    #: in ``run_dir/rejects.csv``
+    rejected: int = 0
 
 
 # --- devices and distributed --------------------------------------------------------------------------------
@@ -187,9 +190,11 @@ def train(
 ) -> TrainResult:
     """Train a CLIBD model contrastively on ``records`` and write the run folder.
 
-    Training records are the ``pretrain`` + ``train`` splits when the table has splits (validation then uses
-    ``val_seen``/``val_unseen`` queries against the pooled keys to pick the best checkpoint), else all records; the
-    ids of the records trained on are written to ``run_dir/train_records.txt`` so that a later evaluation can
+    Training records are the ``pretrain`` + ``train`` splits (validation then uses ``val_seen``/``val_unseen``
+    queries against the pooled keys to pick the best checkpoint): of the table's split column, or, without one, of
+    the seeded default split (``train_config.split_seed``) that ``clibd evaluate`` applies to the same records, so
+    that the evaluation's queries and keys are held out; ``train_config.all_records`` trains on every record of a
+    table without splits instead (no validation; evaluations on that data are then optimistic). The ids of the records trained on are written to ``run_dir/train_records.txt`` so that a later evaluation can
     report any overlap between its queries and the training data.
 
     Under ``torchrun --nproc_per_node N`` (one process per GPU, or N CPU processes with gloo) the processes join one
@@ -225,17 +230,20 @@ def _train(records: pd.DataFrame, model_config: ModelConfig, train_config: Train
         raise ConfigError("contrastive training needs at least two modalities; the model has "
                           f"{list(model_config.modalities)}")
     resume_from = _resume_checkpoint(run_dir, model_config, train_config, resume)
-    train_records, n_rejected, split_applied = _training_records(records, model_config, run_dir, on_error,
-                                                                 rank=rank, world=world)
-    trainer = _Trainer(model_config, train_config, train_records, rank=rank, world=world)
+    records, train_records, rejects, split_info = _training_records(records, model_config, train_config, run_dir,
+                                                                    on_error, rank=rank, world=world)
+    n_rejected = len(rejects)
+    trainer = _Trainer(model_config, train_config, train_records, rank=rank, world=world, on_error=on_error,
+                       rejects=rejects)
     trainer.run_dir = run_dir
     if resume_from is not None:
         trainer.restore(resume_from)
+        trainer.skip_rejected_before(run_dir / "rejects.csv")
         log.info("resuming %s from epoch %d (step %d)", run_dir, trainer.progress.epoch, trainer.progress.global_step)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        info = {"n_records": len(records), "n_train": len(train_records), "n_rejected": n_rejected,
-                "splits_from_data": split_applied, **(data_info or {})}
+        info = {"n_records": len(records), "n_train": len(train_records), "n_rejected": n_rejected, **split_info,
+                **(data_info or {})}
         write_run_info(run_dir, model_config, train_config, info)
         from .io import atomic_write_text
 
@@ -271,19 +279,44 @@ def _resume_checkpoint(run_dir: Path, model_config: ModelConfig, train_config: T
     return existing[-1] if existing else None
 
 
-def _training_records(records: pd.DataFrame, model_config: ModelConfig, run_dir: Path, on_error: str, *,
-                      rank: int, world: int) -> tuple[pd.DataFrame, int, bool]:
-    """The records to train on (the ``pretrain`` + ``train`` splits when the table has splits, else all), checked
-    for trainability; returns them, how many were rejected (listed in ``run_dir/rejects.csv``) and whether the
-    data had splits."""
-    from .splits import has_splits, train_mask
+def _training_records(records: pd.DataFrame, model_config: ModelConfig, train_config: TrainConfig, run_dir: Path,
+                      on_error: str, *, rank: int, world: int) -> tuple[pd.DataFrame, pd.DataFrame, Rejects,
+                                                                        dict[str, Any]]:
+    """The records to train on, checked for trainability: the ``pretrain`` + ``train`` splits of the data's split
+    column; without one, of the seeded default split that ``clibd evaluate`` applies (so that its queries and keys
+    are held out), or every record when ``train_config.all_records``. Returns the records with their splits (for
+    validation), the training records, the rejected ones (listed in ``run_dir/rejects.csv``) and what was done
+    about splits (for ``run.json``)."""
+    from .splits import SplitConfig, ensure_splits, has_splits, split_summary, train_mask
 
-    split_applied = has_splits(records)
-    train_records = records.loc[train_mask(records)].reset_index(drop=True) if split_applied else records
-    if not split_applied:
-        log.warning("the data has no split column: training on all %d records, with no validation (the best "
-                    "checkpoint is the last); assign CLIBD splits (clibd_toolkit.splits.assign_splits) to hold out "
-                    "queries and keys", len(records))
+    had_splits = has_splits(records)
+    info: dict[str, Any] = {"splits_from_data": had_splits, "default_split_applied": False, "split_seed": None}
+    if had_splits:
+        train_records = records.loc[train_mask(records)].reset_index(drop=True)
+    elif train_config.all_records:
+        train_records = records
+        if rank == 0:
+            log.warning("the data has no split column and all_records is set: training on all %d records, with no "
+                        "validation (the best checkpoint is the last); an evaluation on this data is optimistic",
+                        len(records))
+    else:
+        records, _ = ensure_splits(records, SplitConfig(seed=train_config.split_seed))
+        info.update(default_split_applied=True, split_seed=train_config.split_seed)
+        train_records = records.loc[train_mask(records)].reset_index(drop=True)
+        if train_records.empty:
+            counts = split_summary(records)
+            raise DataError(
+                f"the data has no split column and the default CLIBD-style split (seed {train_config.split_seed}) "
+                f"leaves no training records: species with fewer than {SplitConfig().tail_threshold} records are "
+                "all held out as unseen (" + ", ".join(f"{r.split}: {r.n_records}" for r in counts.itertuples()
+                                                      if r.split != "total")
+                + "); give the data a split column (clibd_toolkit.splits.assign_splits), or train on every record "
+                "with --all-records (TrainConfig.all_records) and expect optimistic evaluations")
+        if rank == 0:
+            log.warning("the data has no split column: applied the default CLIBD-style split (seed %d), as `clibd "
+                        "evaluate` does; training on its %d pretrain + train records of %d (its queries and keys are "
+                        "held out; --all-records trains on every record)", train_config.split_seed,
+                        len(train_records), len(records))
     rejects = Rejects()
     train_records = check_trainable(train_records, model_config.modalities, model_config.dna_k, on_error=on_error,
                                     rejects=rejects)
@@ -293,7 +326,7 @@ def _training_records(records: pd.DataFrame, model_config: ModelConfig, run_dir:
     if len(train_records) < max(2, world):
         raise DataError(f"only {len(train_records)} training record(s); contrastive training needs at least 2 (and "
                         f"one per process: {world})")
-    return train_records, len(rejects), split_applied
+    return records, train_records, rejects, info
 
 
 @dataclass
@@ -322,9 +355,13 @@ class _Trainer:
     """The model, optimiser, schedule and progress of one training run (one process of it under torchrun)."""
 
     def __init__(self, model_config: ModelConfig, train_config: TrainConfig, train_records: pd.DataFrame, *,
-                 rank: int, world: int):
+                 rank: int, world: int, on_error: str = "raise", rejects: Rejects | None = None):
         self.model_config, self.cfg, self.records = model_config, train_config, train_records
         self.rank, self.world = rank, world
+        # on_error="skip": a record whose input fails only when decoded (e.g. a truncated JPEG) is left out of its
+        # batch and of every later one, and listed in rejects.csv (kind "decode") at the end of the epoch
+        self.on_error, self.rejects = on_error, rejects if rejects is not None else Rejects()
+        self.undecodable: set[str] = set()
         self.run_dir: Path | None = None  # set by train(); named in a divergence error
         self.device = resolve_device(train_config.device)
         self.bf16 = train_config.precision == "bf16" or (train_config.precision == "auto"
@@ -358,6 +395,17 @@ class _Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.progress = _Progress.from_state(state)
 
+    def skip_rejected_before(self, rejects_csv: Path) -> None:
+        """On resume: the records an earlier part of the run found undecodable stay left out (and listed)."""
+        if self.on_error != "skip" or not rejects_csv.is_file():
+            return
+        earlier = pd.read_csv(rejects_csv, dtype=str, keep_default_na=False)
+        for row in earlier.loc[earlier["kind"] == "decode"].to_dict(orient="records"):
+            if row["record_id"] not in self.undecodable:
+                self.undecodable.add(row["record_id"])
+                self.rejects.add(row=None, record_id=row["record_id"], column=row["column"], value=row["value"],
+                                 reason=row["reason"], kind="decode")
+
     def run_epoch(self, epoch: int) -> bool:
         """Train one epoch (or up to ``total_steps``); returns whether training is done."""
         from tqdm.auto import tqdm
@@ -378,6 +426,8 @@ class _Trainer:
             if len(idx) < 2 and self.world == 1:
                 continue
             loss = self._backward(epoch, idx, sync=accum + 1 >= cfg.grad_accum_steps or self.world == 1)
+            if loss is None:  # every record of the micro-batch but one was undecodable (on_error="skip")
+                continue
             accum += 1
             if accum < cfg.grad_accum_steps:
                 continue
@@ -418,12 +468,38 @@ class _Trainer:
             f"training diverged at step {self.progress.global_step}: {what} (loss {last.get('loss')}, learning "
             f"rate {lr:.3g}){kept}. Lower the learning rate (--lr; now {self.cfg.lr:g}) and train again")
 
-    def _backward(self, epoch: int, idx: np.ndarray, *, sync: bool) -> torch.Tensor:
-        """Forward and backward of one micro-batch (record positions ``idx``); returns its loss."""
+    def _backward(self, epoch: int, idx: np.ndarray, *, sync: bool) -> torch.Tensor | None:
+        """Forward and backward of one micro-batch (record positions ``idx``); returns its loss, or None when
+        fewer than two of its records could be decoded (``on_error="skip"``: the rest are listed as rejects)."""
         cfg = self.cfg
-        rngs = [np.random.default_rng([cfg.seed, epoch, int(i)]) for i in idx]
-        batch = make_batch(self.model.preprocess, self.records.iloc[idx], self.model_config.modalities,
-                           train=cfg.augment, rngs=rngs, text_for_all=True)
+        ids = self.records[RECORD_ID].astype(str).to_numpy()
+        if self.undecodable:
+            idx = idx[~np.isin(ids[idx], list(self.undecodable))]
+        while True:
+            rngs = [np.random.default_rng([cfg.seed, epoch, int(i)]) for i in idx]
+            try:
+                batch = make_batch(self.model.preprocess, self.records.iloc[idx], self.model_config.modalities,
+                                   train=cfg.augment, rngs=rngs, text_for_all=True)
+                break
+            except DataError as exc:
+                hit = np.flatnonzero(ids[idx] == str(exc.record_id)) if exc.record_id is not None else []
+                if not len(hit):
+                    raise
+                if self.on_error != "skip":
+                    raise DataError(f"{exc}; pass --on-error skip (on_error='skip') to leave such records out of "
+                                    "training and list them in rejects.csv", record_id=exc.record_id,
+                                    value=exc.value) from None
+                if self.world > 1:  # every process must contribute the same batch size to the gathered loss
+                    raise DataError(f"{exc} (under torchrun an undecodable record cannot be skipped mid-training: "
+                                    "remove it from the data, or train it in one process)", record_id=exc.record_id,
+                                    value=exc.value) from None
+                self.undecodable.add(str(exc.record_id))
+                self.rejects.add(row=None, record_id=exc.record_id, column=IMAGE if "image" in str(exc) else "",
+                                 value=exc.value, reason=str(exc), kind="decode")
+                log.warning("left out record %s from training: %s", exc.record_id, exc)
+                idx = np.delete(idx, hit)
+                if len(idx) < 2:
+                    return None
         # gradient accumulation under DDP: all-reduce only on the micro-batch that ends the step
         with (contextlib.nullcontext() if sync else self.step_module.no_sync()):
             loss = batch_loss(self.step_module, self.loss_fn, batch, self.model_config.modalities,
@@ -453,6 +529,8 @@ class _Trainer:
         if improved:
             save_checkpoint(run_dir, "best", self.model, trainer_state=None, meta=meta)
         pd.DataFrame(progress.history).to_csv(run_dir / "history.csv", index=False)
+        if self.undecodable:
+            self.rejects.save(run_dir / "rejects.csv")
         prune_checkpoints(run_dir, cfg.keep_checkpoints)
 
     def finish(self, run_dir: Path) -> TrainResult:
@@ -474,7 +552,8 @@ class _Trainer:
         model.eval()
         return TrainResult(run_dir, model, epochs=self.cfg.epochs, steps=progress.global_step,
                            history=pd.DataFrame(progress.history), best_epoch=progress.best_epoch,
-                           best_metric=progress.best_metric, val_metrics=progress.val_metrics)
+                           best_metric=progress.best_metric, val_metrics=progress.val_metrics,
+                           rejected=len(self.rejects))
 
 
 # --- one training step, single process or DDP ------------------------------------------------------------

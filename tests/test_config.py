@@ -88,8 +88,8 @@ def test_preset_and_checkpoint_that_do_not_match(tmp_path):
 
     records = ctk.normalise_records(pd.DataFrame({"record_id": [f"r{i}" for i in range(6)],
                                                   "dna_barcode": ["ACGTTGCAAC" * 20] * 6, "order": ["A", "B"] * 3}))
-    ctk.train(records, ctk.get_preset("tiny").with_modalities("dna,text"), TrainConfig(epochs=1, batch_size=3,
-                                                                                       progress=False), tmp_path / "run")
+    ctk.train(records, ctk.get_preset("tiny").with_modalities("dna,text"),
+              TrainConfig(all_records=True, epochs=1, batch_size=3, progress=False), tmp_path / "run")
     with pytest.raises(CheckpointError, match="trained with preset 'tiny', not 'cpu'"):
         ctk.load_run(tmp_path / "run", preset="cpu")
     # weights of one architecture never load silently into another

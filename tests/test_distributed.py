@@ -83,7 +83,7 @@ def _step_grads(model, batch_records: pd.DataFrame) -> tuple[float, dict[str, to
 def _train_config(progress: bool = False):
     from clibd_toolkit.config import TrainConfig
 
-    return TrainConfig(epochs=2, batch_size=8, lr=2e-3, seed=SEED, device="cpu", progress=progress)
+    return TrainConfig(all_records=True, epochs=2, batch_size=8, lr=2e-3, seed=SEED, device="cpu", progress=progress)
 
 
 # --- the worker, run by torchrun --------------------------------------------------------------------------------

@@ -25,9 +25,11 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
+    """A run trained on every record of the fixture (8 records per species: the default split would hold every
+    species out as unseen and leave nothing to train on)."""
     out = tmp_path_factory.mktemp("run") / "run"
     r = _cli("train", "--preset", "tiny", "--data", str(BOLD_SMALL), "--modalities", "dna,text", "--epochs", "1",
-             "--out", str(out), "--no-progress")
+             "--out", str(out), "--no-progress", "--all-records")
     assert r.returncode == 0, r.stderr
     return out
 
@@ -80,6 +82,81 @@ def test_evaluate_with_a_split_column_and_no_leakage(tmp_path):
     assert {r["split"] for r in rows} == {"seen", "unseen", "harmonic_mean"}
     novelty = json.loads((tmp_path / "ev" / "novelty.json").read_text())
     assert 0.0 <= novelty["dna->dna"]["auroc"] <= 1.0
+
+
+def _doubled_fixture(tmp_path) -> tuple[Path, pd.DataFrame]:
+    """The fixture with every record twice (new ids): 16 records per species, so the default split has seen species
+    with training records, seen queries and keys, and unseen species."""
+    records = ctk.load_records(BOLD_SMALL)
+    twice = records.assign(record_id=records.record_id.astype(str) + "-b")
+    data = pd.concat([records, twice], ignore_index=True)
+    path = tmp_path / "doubled.csv"
+    data.to_csv(path, index=False)
+    return path, ctk.load_records(path)
+
+
+def test_train_then_evaluate_on_data_without_splits_holds_out_the_evaluation(tmp_path):
+    """Issue 14.6: train applies the seeded default split that evaluate applies, so the README's train -> evaluate
+    path on a file without a split column gives honest numbers; --all-records trains on everything (and evaluate
+    then says so); --split-seed travels from the run to evaluate."""
+    path, records = _doubled_fixture(tmp_path)
+    expected = assign_splits(records, ctk.SplitConfig(seed=42))  # the independent reference: the splitter itself
+    trained = set(expected.loc[expected.split.isin(["train", "pretrain"]), "record_id"].astype(str))
+    assert 0 < len(trained) < len(records)
+    run = tmp_path / "run"
+    r = _cli("train", "--preset", "tiny", "--data", str(path), "--modalities", "dna,text", "--epochs", "1",
+             "--batch-size", "32", "--max-steps", "2", "--out", str(run), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "applied the default CLIBD-style split (seed 42)" in r.stderr
+    assert set((run / "train_records.txt").read_text().split()) == trained
+    info = json.loads((run / "run.json").read_text())
+    assert info["data"]["default_split_applied"] is True and info["data"]["split_seed"] == 42
+    assert info["train"]["all_records"] is False
+    # validation ran on the split's val queries (none without splits): the best checkpoint carries its metric
+    assert json.loads((run / "checkpoints" / "best" / "meta.json").read_text())["val_metric"] is not None
+    r = _cli("evaluate", "--run", str(run), "--data", str(path), "--out", str(tmp_path / "ev"), "--no-progress",
+             "--no-novelty")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["default_split_applied"] is True and summary["n_queries"] > 0
+    assert summary["train_overlap_queries"] == 0 and summary["train_overlap_keys"] == 0
+    assert "WARNING" not in r.stdout
+
+    # another seed: evaluate without --split-seed takes the run's, and with the other seed it reports the overlap
+    run7 = tmp_path / "run7"
+    r = _cli("train", "--preset", "tiny", "--data", str(path), "--modalities", "dna,text", "--epochs", "1",
+             "--batch-size", "32", "--max-steps", "1", "--split-seed", "7", "--out", str(run7), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    r = _cli("evaluate", "--run", str(run7), "--data", str(path), "--out", str(tmp_path / "ev7"), "--no-progress",
+             "--no-novelty")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "ev7" / "summary.json").read_text())
+    assert summary["split_seed"] == 7 and summary["train_overlap_queries"] == 0
+    r = _cli("evaluate", "--run", str(run7), "--data", str(path), "--out", str(tmp_path / "ev42"), "--no-progress",
+             "--no-novelty", "--split-seed", "42")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "ev42" / "summary.json").read_text())["train_overlap_queries"] > 0
+
+    # --all-records: every record trained on; evaluate on the same data warns that its queries were trained on
+    run_all = tmp_path / "run-all"
+    r = _cli("train", "--preset", "tiny", "--data", str(path), "--modalities", "dna,text", "--epochs", "1",
+             "--batch-size", "32", "--max-steps", "1", "--all-records", "--out", str(run_all), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert set((run_all / "train_records.txt").read_text().split()) == set(records.record_id.astype(str))
+    r = _cli("evaluate", "--run", str(run_all), "--data", str(path), "--out", str(tmp_path / "ev-all"),
+             "--no-progress", "--no-novelty")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "ev-all" / "summary.json").read_text())
+    assert summary["train_overlap_queries"] == summary["n_queries"] > 0
+    assert "were used in training" in r.stdout
+
+
+def test_train_on_data_too_small_for_the_default_split_says_what_to_do(tmp_path):
+    r = _cli("train", "--preset", "tiny", "--data", str(BOLD_SMALL), "--modalities", "dna,text", "--epochs", "1",
+             "--out", str(tmp_path / "run"), "--no-progress")
+    assert r.returncode == 2
+    assert "leaves no training records" in r.stderr and "--all-records" in r.stderr and "split column" in r.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_identify_a_reference_barcode_and_a_folder_of_photos(run_dir, tmp_path):

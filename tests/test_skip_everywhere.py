@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -60,3 +61,42 @@ def test_evaluate_and_train_skip_them_too(broken, capsys):
     assert broken["bad"]["train"] in set(rejects["record_id"])
     assert "not an image PIL can read" in rejects.set_index("record_id").loc[broken["bad"]["train"], "reason"]
     capsys.readouterr()
+
+
+def test_train_skips_an_image_that_fails_only_mid_training(broken, capsys):
+    """A truncated JPEG passes the header check before training and fails when decoded inside a batch: with
+    --on-error skip it is left out of that batch and later ones and listed (kind decode); without, training stops
+    naming it."""
+    import io
+
+    from PIL import Image
+
+    survey = broken["root"] / "truncated-survey"
+    shutil.copytree(broken["survey"], survey)
+    records = pd.read_csv(survey / "records.csv")
+    train = records[(records["split"] == "train") & records["image"].notna()]
+    victim = train[train["record_id"] != broken["bad"]["train"]].iloc[0]
+    buffer = io.BytesIO()
+    noise = np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(buffer, format="JPEG", quality=95)  # noise: the header is a small part of the file
+    (survey / victim["image"]).write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with Image.open(survey / victim["image"]) as im:  # the header reads: the pre-training check cannot see it
+        assert im.size == (128, 128)
+    run = broken["root"] / "run-truncated"
+    assert cli.main(["train", "--preset", "tiny", "--data", str(survey), "--out", str(run), "--epochs", "2",
+                     "--batch-size", "32", "--on-error", "skip", "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rejects = pd.read_csv(run / "rejects.csv").set_index("record_id")
+    assert rejects.loc[victim["record_id"], "kind"] == "decode"
+    assert "truncated" in rejects.loc[victim["record_id"], "reason"]
+    assert broken["bad"]["train"] in rejects.index  # the one found before training is still listed
+    assert summary["rejected"] == len(rejects) == 2  # listed once, though both epochs met it
+    trained = set((run / "train_records.txt").read_text().split())
+    assert victim["record_id"] in trained  # it was chosen for training; the rejects file says why it was left out
+    # without skip (and with the junk image found before training mended), training stops at that batch, naming it
+    junk = records.set_index("record_id").loc[broken["bad"]["train"], "image"]
+    Image.fromarray(noise).save(survey / junk, format=Image.open(survey / victim["image"]).format)
+    assert cli.main(["train", "--preset", "tiny", "--data", str(survey), "--out", str(broken["root"] / "run-t2"),
+                     "--epochs", "1", "--batch-size", "32", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert victim["record_id"] in err and "truncated" in err and "--on-error skip" in err

@@ -33,7 +33,8 @@ def bold_small():
 @needs_shared
 def test_training_on_bold_dna_text_lowers_the_loss(bold_small, tmp_path):
     cfg = ctk.get_preset("tiny").with_modalities("dna,text")
-    result = train(bold_small, cfg, TrainConfig(epochs=4, batch_size=32, lr=2e-3, progress=False), tmp_path / "run")
+    result = train(bold_small, cfg, TrainConfig(all_records=True, epochs=4, batch_size=32, lr=2e-3, progress=False),
+                   tmp_path / "run")
     hist = result.history
     assert len(hist) == 4 * (480 // 32)
     first, last = hist[hist.epoch == 1].loss.mean(), hist[hist.epoch == 4].loss.mean()
@@ -51,7 +52,7 @@ def _cli(*args: str) -> list[str]:
 
 
 TRAIN_ARGS = ["train", "--preset", "tiny", "--data", str(BOLD_SMALL), "--modalities", "dna,text", "--epochs", "3",
-              "--batch-size", "16", "--lr", "1e-3", "--no-progress"]
+              "--batch-size", "16", "--lr", "1e-3", "--no-progress", "--all-records"]
 
 
 @needs_shared
@@ -92,7 +93,7 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tmp_path):
 @needs_shared
 def test_existing_run_needs_resume_and_same_settings(bold_small, tmp_path):
     cfg = ctk.get_preset("tiny").with_modalities("dna,text")
-    tc = TrainConfig(epochs=1, batch_size=32, max_steps=2, progress=False)
+    tc = TrainConfig(all_records=True, epochs=1, batch_size=32, max_steps=2, progress=False)
     train(bold_small, cfg, tc, tmp_path / "run")
     with pytest.raises(CheckpointError, match="--resume"):
         train(bold_small, cfg, tc, tmp_path / "run")
@@ -105,7 +106,7 @@ def test_corrupt_checkpoint_is_refused(tmp_path):
                             "order": ["A", "B"] * 4})
     records = ctk.normalise_records(records)
     cfg = ctk.get_preset("tiny").with_modalities("dna,text")
-    train(records, cfg, TrainConfig(epochs=1, batch_size=4, progress=False), tmp_path / "run")
+    train(records, cfg, TrainConfig(all_records=True, epochs=1, batch_size=4, progress=False), tmp_path / "run")
     model_file = list_epoch_checkpoints(tmp_path / "run")[-1] / "model.safetensors"
     data = bytearray(model_file.read_bytes())
     data[-10] ^= 0xFF
@@ -122,10 +123,10 @@ def test_unusable_records_are_all_reported_or_skipped(tmp_path):
         "species": ["a", "b", "c", "d", "e"]}))
     cfg = ctk.get_preset("tiny")
     with pytest.raises(DataError, match="short: barcode is 3 nt") as info:
-        train(records, cfg, TrainConfig(epochs=1, batch_size=2, progress=False), tmp_path / "r1")
+        train(records, cfg, TrainConfig(all_records=True, epochs=1, batch_size=2, progress=False), tmp_path / "r1")
     assert "noimg: image file does not exist" in str(info.value)
-    result = train(records, cfg, TrainConfig(epochs=1, batch_size=2, progress=False), tmp_path / "r2",
-                   on_error="skip")
+    result = train(records, cfg, TrainConfig(all_records=True, epochs=1, batch_size=2, progress=False),
+                   tmp_path / "r2", on_error="skip")
     rejects = pd.read_csv(tmp_path / "r2" / "rejects.csv")
     assert sorted(rejects.record_id) == ["noimg", "short"]
     assert result.steps >= 1
@@ -135,7 +136,8 @@ def test_unusable_records_are_all_reported_or_skipped(tmp_path):
 def test_cli_train_then_embed_gives_every_record_an_embedding(tmp_path):
     run, out = tmp_path / "run", tmp_path / "emb.parquet"
     r = subprocess.run(_cli("train", "--preset", "tiny", "--data", str(BOLD_SMALL), "--modalities", "dna,text",
-                            "--epochs", "1", "--out", str(run), "--no-progress"), capture_output=True, text=True)
+                            "--epochs", "1", "--out", str(run), "--no-progress", "--all-records"),
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     r = subprocess.run(_cli("embed", "--run", str(run), "--data", str(BOLD_SMALL), "--out", str(out),
                             "--no-progress"), capture_output=True, text=True)
@@ -169,7 +171,8 @@ def test_checkpoints_leave_out_frozen_pretrained_weights_and_check_them(tmp_path
     records = ctk.normalise_records(pd.DataFrame({"record_id": [f"r{i}" for i in range(8)],
                                                   "dna_barcode": ["ACGTTGCAAC" * 40] * 8, "species": list("abcdabcd")}))
     cfg = ctk.get_preset("cpu").with_modalities("dna,text")
-    result = train(records, cfg, TrainConfig(epochs=1, batch_size=4, progress=False), tmp_path / "run")
+    result = train(records, cfg, TrainConfig(all_records=True, epochs=1, batch_size=4, progress=False),
+                   tmp_path / "run")
     folder = checkpoint_folder(tmp_path / "run")
     stored = load_tensors(folder / "model.safetensors")
     assert not any(k.startswith("encoders.text.backbone.") for k in stored)
@@ -196,7 +199,8 @@ def test_cli_train_on_a_messy_file_reports_every_problem_with_its_record_id(tmp_
     path = tmp_path / "messy.tsv"
     path.write_text("\n".join(rows) + "\n")
     r = subprocess.run(_cli("train", "--preset", "tiny", "--data", str(path), "--modalities", "dna,text",
-                            "--epochs", "1", "--out", str(tmp_path / "run")), capture_output=True, text=True)
+                            "--epochs", "1", "--out", str(tmp_path / "run"), "--all-records"), capture_output=True,
+                       text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
     for rid in ("bad-chars", "ok2", "long"):
         assert rid in r.stderr
@@ -205,7 +209,7 @@ def test_cli_train_on_a_messy_file_reports_every_problem_with_its_record_id(tmp_
     assert len(rejects) == 3 and not (tmp_path / "run" / "checkpoints").exists()
     r = subprocess.run(_cli("train", "--preset", "tiny", "--data", str(path), "--modalities", "dna,text",
                             "--epochs", "1", "--batch-size", "2", "--out", str(tmp_path / "run2"), "--on-error", "skip",
-                            "--no-progress"), capture_output=True, text=True)
+                            "--no-progress", "--all-records"), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "loaded 3 of 6 records" in r.stderr
     assert (tmp_path / "run2" / "train_records.txt").read_text().split() == ["ok1", "ok2", "ok3"]
@@ -219,7 +223,7 @@ def test_divergence_stops_with_step_loss_and_rate_and_keeps_the_last_good_checkp
     cfg = ctk.get_preset("tiny").with_modalities("dna,text")
     with pytest.raises(TrainingDivergedError, match=r"diverged at step \d+: the loss became nan .*learning rate "
                                                     r".*no checkpoint was written yet.*Lower the learning rate"):
-        train(bold_small, cfg, TrainConfig(epochs=2, batch_size=32, lr=1e6, progress=False), tmp_path / "wild")
+        train(bold_small, cfg, TrainConfig(all_records=True, epochs=2, batch_size=32, lr=1e6, progress=False), tmp_path / "wild")
     assert not list_epoch_checkpoints(tmp_path / "wild")
     # a run that breaks in its second epoch (here: every loss of epoch 2 made NaN) keeps epoch 1's checkpoint
     import clibd_toolkit.training as training
@@ -232,6 +236,6 @@ def test_divergence_stops_with_step_loss_and_rate_and_keeps_the_last_good_checkp
 
     monkeypatch.setattr(training._Trainer, "_backward", poisoned)
     with pytest.raises(TrainingDivergedError, match=r"at step 16: .*last good checkpoint is .*epoch-0001"):
-        train(bold_small, cfg, TrainConfig(epochs=2, batch_size=32, progress=False), tmp_path / "run")
+        train(bold_small, cfg, TrainConfig(all_records=True, epochs=2, batch_size=32, progress=False), tmp_path / "run")
     assert [p.name for p in list_epoch_checkpoints(tmp_path / "run")] == ["epoch-0001"]
     load_run(tmp_path / "run", "epoch-0001")  # loads: it was written before anything went wrong
