@@ -46,7 +46,7 @@ _EXPORTS = {
     "iter_embeddings": "store",
     "verify_embedding_file": "store",
     "EmbeddingSet": "store",
-    "load_embeddings": "store",
+    "load_embeddings": "embedding_files",
     "read_released_embeddings": "released_embeddings",
     "SimulatorConfig": "simulator",
     "simulate_records": "simulator",

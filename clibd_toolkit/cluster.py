@@ -314,7 +314,7 @@ def _cluster_input(args: argparse.Namespace) -> EmbeddingSet:
     if args.embeddings:
         if args.data or args.run or args.model:
             raise ConfigError("give either --embeddings FILE or --data with --run/--model, not both")
-        from .store import load_embeddings
+        from .embedding_files import load_embeddings
 
         return load_embeddings(args.embeddings)
     if not args.data or not (args.run or args.model):

@@ -508,7 +508,7 @@ def resolve_inputs(config: _InputsConfig, *, need_model: bool = False, progress:
     from .records import load_records
     from .schema import RECORD_ID
     from .splits import SplitConfig, ensure_splits
-    from .store import load_embeddings
+    from .embedding_files import load_embeddings
 
     defaults = _InputsConfig()
     embeddings = config.embeddings

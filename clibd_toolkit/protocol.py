@@ -95,7 +95,7 @@ def evaluate_model(model, records: pd.DataFrame, config: EvalConfig | None = Non
 def evaluate_embedding_set(emb: EmbeddingSet, config: EvalConfig | None = None, *, novelty: bool = True,
                            progress: bool = True) -> ModelEvaluation:
     """The protocol on embeddings that are already made and carry their splits (an embedding file, or the
-    official released CLIBD embeddings read by :func:`clibd_toolkit.store.load_embeddings`); no model needed."""
+    official released CLIBD embeddings read by :func:`clibd_toolkit.embedding_files.load_embeddings`); no model needed."""
     from .splits import key_mask, query_mask
 
     config = config or EvalConfig()
@@ -255,7 +255,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate_file(args: argparse.Namespace, eval_cfg: EvalConfig) -> int:
     """``clibd evaluate --embeddings FILE``: the protocol on an existing embedding file."""
-    from .store import load_embeddings
+    from .embedding_files import load_embeddings
 
     if args.data or args.run or args.model:
         raise ConfigError("--embeddings evaluates a file as it is: leave out --data, --run and --model")
@@ -378,7 +378,7 @@ def add_identify_arguments(parser: argparse.ArgumentParser) -> None:
 def run_identify(args: argparse.Namespace) -> int:
     """``clibd identify``: name each query at every rank, with neighbours, scores and the novelty flag."""
     from .cli import load_model
-    from .store import load_embeddings
+    from .embedding_files import load_embeddings
     from .io import atomic_path
     from .readers import read_records
     from .training import resolve_device

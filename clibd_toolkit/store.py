@@ -476,34 +476,3 @@ class EmbeddingWriter:
             self.close()
         else:
             self.abort()
-
-
-# --- any embedding file ----------------------------------------------------------------------------------------
-
-def load_embeddings(path: str | Path) -> EmbeddingSet:
-    """Load embeddings from a file of either kind the toolkit reads, chosen by the file's suffix.
-
-    Args:
-        path: a ``.parquet`` file written by ``clibd embed`` / :meth:`EmbeddingSet.save` (read and verified by
-            :meth:`EmbeddingSet.load`), or an official CLIBD released-embedding file
-            ``extracted_feature_from_<val|test>_split.hdf5`` (``.hdf5`` / ``.h5``; its ``labels_<stage>.json`` and
-            ``processed_id_<stage>.json`` beside it), read by
-            :func:`clibd_toolkit.released_embeddings.read_released_embeddings`.
-
-    Raises:
-        CheckpointError: another suffix, or the file is missing, unreadable or malformed.
-
-    Example:
-        >>> emb = load_embeddings("embeddings.parquet")  # doctest: +SKIP
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return EmbeddingSet.load(path)
-    if suffix in (".hdf5", ".h5"):
-        from .released_embeddings import read_released_embeddings
-
-        return read_released_embeddings(path)
-    raise CheckpointError(f"{path} is not an embedding file the toolkit reads (suffix {suffix or None!r}); expected "
-                          "a .parquet file from `clibd embed` / EmbeddingSet.save, or a CLIBD released-embedding "
-                          "file extracted_feature_from_<val|test>_split.hdf5 (.hdf5 or .h5)")

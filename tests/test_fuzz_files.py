@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from clibd_toolkit.errors import ClibdError, CheckpointError
 from clibd_toolkit.rank_calibration import RankCalibration, calibrate_ranks
-from clibd_toolkit.store import EmbeddingSet, load_embeddings
+from clibd_toolkit.embedding_files import load_embeddings
+from clibd_toolkit.store import EmbeddingSet
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                       HealthCheck.function_scoped_fixture])

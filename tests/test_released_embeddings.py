@@ -25,7 +25,8 @@ from clibd_toolkit.errors import CheckpointError, ConfigError, DataError
 from clibd_toolkit.evaluate import feature_vectors
 from clibd_toolkit.released_embeddings import read_released_embeddings
 from clibd_toolkit.splits import key_mask
-from clibd_toolkit.store import EmbeddingSet, load_embeddings
+from clibd_toolkit.embedding_files import load_embeddings
+from clibd_toolkit.store import EmbeddingSet
 
 # --- the official writer, re-typed ---------------------------------------------------------------------------------
 

@@ -13,39 +13,15 @@ Register new architectures with :func:`register_encoder`; ``clibd presets`` list
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
-from typing import Callable
 
 from torch import nn
 
-from ..config import EncoderConfig, ModelConfig
+from ..config import ModelConfig
 from ..errors import ConfigError
+from .registry import REGISTRY as _REGISTRY
+from .registry import EncoderSpec, pick, register_encoder
 
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    """A registered encoder architecture: its name, modality, builder and a one-line description."""
-
-    name: str
-    modality: str
-    builder: Callable[[EncoderConfig, ModelConfig], nn.Module]
-    description: str
-
-
-_REGISTRY: dict[tuple[str, str], EncoderSpec] = {}
-
-
-def register_encoder(modality: str, name: str, description: str = ""):
-    """Decorator registering ``builder(encoder_cfg, model_cfg) -> nn.Module`` as architecture ``name``."""
-
-    def deco(builder: Callable[[EncoderConfig, ModelConfig], nn.Module]):
-        key = (modality, name)
-        if key in _REGISTRY:
-            raise ConfigError(f"encoder architecture {name!r} is already registered for {modality}")
-        _REGISTRY[key] = EncoderSpec(name, modality, builder, description)
-        return builder
-
-    return deco
+__all__ = ["EncoderSpec", "build_encoder", "list_architectures", "pick", "register_encoder"]
 
 
 def _load_builtin() -> None:
@@ -69,8 +45,3 @@ def build_encoder(modality: str, model_config: ModelConfig) -> nn.Module:
         hint = f"; did you mean {match[0]!r}?" if match else ""
         raise ConfigError(f"unknown {modality} encoder architecture {cfg.arch!r}{hint} (available: {names})")
     return spec.builder(cfg, model_config)
-
-
-def pick(value: int, default: int) -> int:
-    """An EncoderConfig size field: 0 means the architecture default."""
-    return value if value > 0 else default

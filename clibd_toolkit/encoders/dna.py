@@ -37,7 +37,7 @@ from torch import nn
 from ..config import EncoderConfig, ModelConfig
 from ..errors import CheckpointError, ConfigError
 from ..io import load_tensors
-from . import pick, register_encoder
+from .registry import pick, register_encoder
 
 BUNDLED_DNA_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "dna_kmer_small.safetensors"
 

@@ -16,7 +16,7 @@ from torch import nn
 from ..config import EncoderConfig, ModelConfig
 from ..errors import CheckpointError, ConfigError
 from ..io import load_tensors
-from . import pick, register_encoder
+from .registry import pick, register_encoder
 
 
 class ImageEncoder(nn.Module):

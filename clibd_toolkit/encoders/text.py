@@ -20,7 +20,7 @@ from torch import nn
 
 from ..config import EncoderConfig, ModelConfig
 from ..errors import ConfigError
-from . import pick, register_encoder
+from .registry import pick, register_encoder
 
 
 class HashingTokenizer:
