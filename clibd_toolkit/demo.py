@@ -65,7 +65,7 @@ def make_smoke_inputs(out_dir: str | Path, *, seed: int = 0, records: int = 300)
     from .embed import extract_embeddings
     from .io import atomic_write_text
     from .presets import get_preset
-    from .records import load_records
+    from .readers import load_records
     from .simulator import SimulatorConfig, write_survey
     from .training import train
 

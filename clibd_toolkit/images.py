@@ -52,6 +52,14 @@ def register_image_source(prefix: str, fetch: Any) -> None:
     _IMAGE_SOURCES[prefix] = fetch
 
 
+def _register_builtin_sources() -> None:
+    """The container formats whose reader keeps images lazy: ``hdf5://`` rows of a CLIBD HDF5 file (the arrow
+    points from images to that reader; readers never import this module)."""
+    from .readers.clibd_hdf5 import HDF5_PREFIX, fetch_hdf5_image
+
+    _IMAGE_SOURCES.setdefault(HDF5_PREFIX, fetch_hdf5_image)
+
+
 def load_image(source: Any, *, record_id: Any = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open and decode an image into 8-bit RGB.
 
@@ -66,7 +74,7 @@ def load_image(source: Any, *, record_id: Any = None, max_pixels: int = MAX_PIXE
     """
     if isinstance(source, str) and "://" in source[:16]:
         if not any(source.startswith(p) for p in _IMAGE_SOURCES):
-            from . import readers  # noqa: F401  (registers the container-format image sources, e.g. hdf5://)
+            _register_builtin_sources()
         for prefix, fetch in _IMAGE_SOURCES.items():
             if source.startswith(prefix):
                 source = fetch(source)

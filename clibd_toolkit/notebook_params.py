@@ -505,7 +505,7 @@ def resolve_inputs(config: _InputsConfig, *, need_model: bool = False, progress:
     """
     from .embed import check_embeddings_model, extract_embeddings
     from .errors import DataError
-    from .records import load_records
+    from .readers import load_records
     from .schema import RECORD_ID
     from .splits import SplitConfig, ensure_splits
     from .embedding_files import load_embeddings

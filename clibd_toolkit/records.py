@@ -6,7 +6,9 @@ a lazy reference such as ``hdf5://file#group/row``), ``order``, ``family``, ``ge
 ``"not_classified"`` or ``"NA"`` never survive normalisation, so the rest of the toolkit tests ``pd.isna`` and
 nothing else.
 
-Readers for every file format live in :mod:`clibd_toolkit.readers`; they all end in :func:`normalise_records`.
+Readers for every file format live in :mod:`clibd_toolkit.readers`, which imports this module and never the
+reverse: their chunk sources return raw frames with canonical column names, the readers' driver passes each through
+:func:`normalise_records` here, and :func:`clibd_toolkit.readers.load_records` is the one-call entry point.
 """
 from __future__ import annotations
 
@@ -514,15 +516,3 @@ def taxonomy_text(records: pd.DataFrame, missing: str = "not_classified") -> lis
     """
     cols = [records[r].tolist() for r in RANKS]
     return [" ".join(missing if _isna(v) else str(v) for v in values) for values in zip(*cols)]
-
-
-def load_records(source: Any, **options: Any) -> pd.DataFrame:
-    """Load any supported data source into the canonical records table (see :mod:`clibd_toolkit.readers`).
-
-    ``source`` is a path (BOLD TSV, CSV/TSV/Parquet, FASTA, CLIBD HDF5, BIOSCAN folder, simulator output folder)
-    or a DataFrame. Raises :class:`DataError` on the first bad record; use
-    :func:`clibd_toolkit.readers.read_records` with ``on_error="skip"`` to skip and report them instead.
-    """
-    from .readers import read_records
-
-    return read_records(source, **options).records

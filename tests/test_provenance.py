@@ -8,7 +8,7 @@ from clibd_toolkit.config import TrainConfig
 from clibd_toolkit.demo import make_smoke_inputs
 from clibd_toolkit.embed import extract_embeddings
 from clibd_toolkit.presets import get_preset
-from clibd_toolkit.records import load_records
+from clibd_toolkit.readers import load_records
 from clibd_toolkit.training import train
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from clibd_toolkit.errors import DataError
 from clibd_toolkit.readers import detect_format, iter_record_chunks, read_records
-from clibd_toolkit.readers.clibd_hdf5 import write_clibd_hdf5
+from clibd_toolkit.hdf5_writer import write_clibd_hdf5
 from clibd_toolkit.splits import key_mask, train_mask, train_records_are_keys
 
 GROUPS_1M = ["no_split", "train_seen", "seen_keys", "val_seen", "test_seen", "val_unseen", "test_unseen",

@@ -19,28 +19,29 @@ Formats: ``bold`` (BOLD TSV exports), ``table`` (CSV/TSV/Parquet with any column
 from __future__ import annotations
 
 import difflib
-import gzip
 import inspect
 import logging
-import sys
-import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Iterator, Literal
 
 import numpy as np
 import pandas as pd
 
 from ..errors import DataError, DataFileError
-from ..records import (
-    LineageChecker,
-    LoadResult,
-    OnError,
-    Rejects,
-    empty_records,
-    normalise_records,
-)
+from ..records import LineageChecker, LoadResult, OnError, Rejects, empty_records, normalise_records
 from ..schema import RECORD_ID
+from .base import (  # noqa: F401  (re-exported: the readers' shared helpers)
+    _FASTA_SUFFIXES,
+    _HDF5_SUFFIXES,
+    _TABLE_SUFFIXES,
+    READERS,
+    ChunkSource,
+    ReadContext,
+    first_line,
+    hdf5_files,
+    open_text,
+    register_reader,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,42 +54,6 @@ _ROW = "__source_row__"  # internal column carrying source row numbers through a
 # --- the read context -------------------------------------------------------------------------------------------
 
 
-@dataclass
-class ReadContext:
-    """Shared book-keeping of one read: the error policy, the rejects and the count of records read.
-
-    Chunk sources add every record they read to ``n_read`` (including records they reject themselves) and report
-    unusable records through :meth:`fail`, which raises under ``on_error="raise"`` and records a reject otherwise.
-    """
-
-    source: str
-    on_error: OnError = "raise"
-    rejects: Rejects = field(default_factory=Rejects)
-    n_read: int = 0
-
-    def fail(self, exc: DataError, *, row: int | None = None, record_id: Any = None, column: str = "",
-             value: Any = None, kind: str = "other") -> None:
-        if self.on_error == "raise":
-            raise exc
-        self.rejects.add(row=row, record_id=record_id, column=column, value=value, reason=str(exc),
-                         kind=getattr(exc, "kind", kind))
-
-
-#: A chunk source yields (frame with canonical column names, 1-based row numbers of its rows in the source)
-ChunkSource = Callable[..., Iterator[tuple[pd.DataFrame, list[int]]]]
-_READERS: dict[str, ChunkSource] = {}
-
-
-def register_reader(name: str) -> Callable[[ChunkSource], ChunkSource]:
-    """Register a chunk source ``fn(path, ctx, *, chunk_size, **options)`` under a format name."""
-
-    def deco(fn: ChunkSource) -> ChunkSource:
-        _READERS[name] = fn
-        return fn
-
-    return deco
-
-
 def _load_all() -> None:
     from . import bioscan, bold, clibd_hdf5, fasta, tabular  # noqa: F401  (registration side effect)
 
@@ -96,46 +61,17 @@ def _load_all() -> None:
 def list_formats() -> list[str]:
     """Names accepted by ``format=``."""
     _load_all()
-    return sorted(_READERS)
+    return sorted(READERS)
 
 
 def reader_options(fmt: str) -> list[str]:
     """The options (keyword arguments) the reader of ``fmt`` accepts."""
     _load_all()
-    params = inspect.signature(_READERS[fmt]).parameters.values()
+    params = inspect.signature(READERS[fmt]).parameters.values()
     return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "chunk_size"]
 
 
 # --- format detection -------------------------------------------------------------------------------------------
-
-_FASTA_SUFFIXES = (".fasta", ".fa", ".fas", ".fna", ".ffn", ".faa", ".fsa", ".seq")
-_HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
-_TABLE_SUFFIXES = (".tsv", ".txt", ".csv", ".tab")
-
-
-def open_text(path: Path):
-    """Open a text file, gzipped or not (detected from the magic bytes, not the name), UTF-8 with or without a
-    byte-order mark; undecodable bytes become U+FFFD so that bad records can be reported instead of crashing."""
-    with open(path, "rb") as fh:
-        magic = fh.read(2)
-    if magic == b"\x1f\x8b":
-        return gzip.open(path, "rt", encoding="utf-8-sig", errors="replace", newline=None)
-    return open(path, encoding="utf-8-sig", errors="replace", newline=None)
-
-
-def first_line(path: Path) -> str:
-    """The first line of a (possibly gzipped) text file, or ``""``."""
-    try:
-        with open_text(path) as fh:
-            return fh.readline().rstrip("\r\n")
-    except (OSError, EOFError, zlib.error):
-        return ""
-
-
-def hdf5_files(folder: Path) -> list[Path]:
-    """HDF5 files directly inside ``folder`` (e.g. a simulator output folder written with ``--format hdf5``)."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(_HDF5_SUFFIXES))
-
 
 def detect_format(path: Path) -> str:
     """Guess the format of ``path`` from its name, its first line, or (for folders) what it contains.
@@ -344,13 +280,13 @@ def iter_record_chunks(
     if not path.exists():
         raise DataFileError(f"data source {path} does not exist", value=str(path))
     fmt = detect_format(path) if format == "auto" else format
-    if fmt not in _READERS:
-        match = difflib.get_close_matches(str(fmt), list(_READERS), n=1)
+    if fmt not in READERS:
+        match = difflib.get_close_matches(str(fmt), list(READERS), n=1)
         hint = f"; did you mean {match[0]!r}?" if match else ""
         raise DataError(f"unknown format {fmt!r}{hint}; expected one of {list_formats()}")
     _check_options(fmt, options)
     ctx = ReadContext(str(path), on_error)
-    chunks = _READERS[fmt](path, ctx, chunk_size=chunk_size, **options)
+    chunks = READERS[fmt](path, ctx, chunk_size=chunk_size, **options)
     logger.debug("reading %s as %s", path, fmt)
     return RecordStream(chunks, ctx, fmt=fmt, lineage=lineage, require_records=True)
 
@@ -398,16 +334,11 @@ def read_records(
     return LoadResult(records, stream.rejects, stream.n_read, stream.source)
 
 
-def register_image_sources() -> None:
-    """Make ``hdf5://`` image references (CLIBD HDF5 reader) loadable by :func:`clibd_toolkit.images.load_image`.
+def load_records(source: Any, **options: Any) -> pd.DataFrame:
+    """Load any supported data source into the canonical records table (see :mod:`clibd_toolkit.records`).
 
-    Called by the HDF5 reader, and here at import when :mod:`clibd_toolkit.images` is already loaded (importing it
-    just for this would import torch, which reading tables does not need)."""
-    from ..images import register_image_source
-    from .clibd_hdf5 import HDF5_PREFIX, fetch_hdf5_image
-
-    register_image_source(HDF5_PREFIX, fetch_hdf5_image)
-
-
-if "clibd_toolkit.images" in sys.modules:
-    register_image_sources()
+    ``source`` is a path (BOLD TSV, CSV/TSV/Parquet, FASTA, CLIBD HDF5, BIOSCAN folder, simulator output folder)
+    or a DataFrame. Raises :class:`DataError` on the first bad record; use :func:`read_records` with
+    ``on_error="skip"`` to skip and report them instead.
+    """
+    return read_records(source, **options).records

@@ -62,7 +62,7 @@ from ..schema import (
     SPLIT_VAL_UNSEEN,
     SPLIT_VAL_UNSEEN_KEYS,
 )
-from . import ReadContext, register_reader
+from .base import ReadContext, register_reader
 
 BIOSCAN5M_SPLITS = {
     "pretrain": SPLIT_PRETRAIN, "train": SPLIT_TRAIN, "val": SPLIT_VAL_SEEN, "test": SPLIT_TEST_SEEN,

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..errors import DataError
 from ..schema import BIN, DNA, RANKS, RECORD_ID
-from . import ReadContext, register_reader
+from .base import ReadContext, register_reader
 
 #: BOLD sequence columns by layout, in order of preference
 SEQUENCE_COLUMNS = ("nucleotides", "nuc", "dna_barcode")

@@ -48,7 +48,7 @@ import pandas as pd
 
 from ..errors import DataError
 from ..schema import DNA, RANKS, RECORD_ID
-from . import ReadContext, open_text, register_reader
+from .base import ReadContext, open_text, register_reader
 
 _PREFIX_RANKS = {"k": "kingdom", "d": "kingdom", "p": "phylum", "c": "class", "o": "order", "f": "family",
                  "g": "genus", "s": "species"}

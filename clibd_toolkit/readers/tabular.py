@@ -27,7 +27,7 @@ import pandas as pd
 
 from ..errors import DataError
 from ..schema import BIN, CANONICAL_COLUMNS, DNA, IMAGE, RECORD_ID
-from . import ReadContext, first_line, register_reader
+from .base import ReadContext, first_line, register_reader
 
 logger = logging.getLogger(__name__)
 

@@ -347,7 +347,7 @@ def _write_images(out: Path, survey: Survey, frame: pd.DataFrame, start: int) ->
 
 def _write_hdf5(path: Path, survey: Survey, tally: _Tally, bar: Any, chunk_size: int,
                 splits: np.ndarray) -> Path:
-    from ..readers.clibd_hdf5 import write_clibd_hdf5
+    from ..hdf5_writer import write_clibd_hdf5
 
     def chunks() -> Iterator[pd.DataFrame]:
         for k, frame in enumerate(survey.chunks(chunk_size)):
