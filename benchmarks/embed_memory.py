@@ -25,7 +25,7 @@ from pathlib import Path
 from _common import REPO, conditions, emit, random_run, survey
 
 # the same parser and run function that `clibd embed` uses
-SHIM = ("import argparse, sys; from clibd_toolkit.embed import add_embed_arguments, run_embed; "
+SHIM = ("import argparse, sys; from clibd_toolkit.cli.embed import add_embed_arguments, run_embed; "
         "p = argparse.ArgumentParser(prog='clibd embed'); add_embed_arguments(p); "
         "sys.exit(run_embed(p.parse_args(sys.argv[1:])))")
 

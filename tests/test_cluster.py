@@ -10,12 +10,8 @@ import pandas as pd
 import pytest
 from sklearn import metrics
 
-from clibd_toolkit.cluster import (
-    add_cluster_arguments,
-    cluster_embeddings,
-    clustering_scores,
-    run_cluster,
-)
+from clibd_toolkit.cli.cluster import add_cluster_arguments, run_cluster
+from clibd_toolkit.cluster import cluster_embeddings, clustering_scores
 from clibd_toolkit.errors import ConfigError, DataError
 from clibd_toolkit.store import EmbeddingSet
 

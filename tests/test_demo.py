@@ -12,12 +12,13 @@ import pytest
 
 import _notebook_runs as runs
 from clibd_toolkit import demo
+from clibd_toolkit.cli import demo as demo_cli
 from clibd_toolkit.errors import ConfigError
 
 
 def _args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    demo.add_demo_arguments(parser)
+    demo_cli.add_demo_arguments(parser)
     return parser.parse_args(list(argv))
 
 
@@ -40,7 +41,7 @@ def test_arguments_and_unknown_notebook(tmp_path):
     args = _args()
     assert args.out == "clibd-output" and not args.smoke and args.records is None and args.device == "auto"
     with pytest.raises(ConfigError, match="unknown notebook"):
-        demo.run_demo(_args("--out", str(tmp_path), "--only", "01_quickstart,99_nope"))
+        demo_cli.run_demo(_args("--out", str(tmp_path), "--only", "01_quickstart,99_nope"))
 
 
 def test_smoke_inputs_are_made_once(tmp_path):
@@ -59,7 +60,7 @@ def test_demo_smoke_run_writes_one_report_folder(tmp_path, capsys):
     assert quick.error is None, quick.error
     out = tmp_path / "demo"
     shutil.copytree(quick.output_dir, out / "01_quickstart")
-    status = demo.run_demo(_args("--out", str(out), "--smoke", "--only", "03_evaluate"))
+    status = demo_cli.run_demo(_args("--out", str(out), "--smoke", "--only", "03_evaluate"))
     printed = capsys.readouterr().out
     assert status == 0
     assert f"report:    {out.resolve() / 'index.html'}" in printed

@@ -18,14 +18,13 @@ import pytest
 import torch
 
 import clibd_toolkit.embed as embed_module
+from clibd_toolkit.cli.embed import add_embed_arguments, run_embed
 from clibd_toolkit.embed import (
-    add_embed_arguments,
     embed_shard,
     extract_embeddings,
     merge_shards,
     parse_shard,
     rebatch,
-    run_embed,
     shard_folder,
     write_embeddings,
 )

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from clibd_toolkit.errors import DataError, DataFileError
-from clibd_toolkit.inspection import add_inspect_arguments, inspect_records, run_inspect
+from clibd_toolkit.cli.inspect import add_inspect_arguments, run_inspect
+from clibd_toolkit.inspection import inspect_records
 
 
 @pytest.fixture()

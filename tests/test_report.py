@@ -14,6 +14,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
 from clibd_toolkit import report, viz
+from clibd_toolkit.cli import report as report_cli
 from clibd_toolkit.errors import ClibdError, ConfigError
 from clibd_toolkit.evaluate import EvalConfig, compare_metrics, evaluate_embeddings
 from clibd_toolkit.store import META_COLUMNS, EmbeddingSet
@@ -202,17 +203,17 @@ def test_failing_cell_raises_and_still_writes_both_files(tmp_path):
 
 
 def test_parse_value_like_papermill():
-    assert report._parse_value("True") is True and report._parse_value("None") is None
-    assert report._parse_value("3") == 3 and isinstance(report._parse_value("3"), int)
-    assert report._parse_value("1e-3") == pytest.approx(0.001)
-    assert report._parse_value("dna->dna") == "dna->dna"
+    assert report_cli._parse_value("True") is True and report_cli._parse_value("None") is None
+    assert report_cli._parse_value("3") == 3 and isinstance(report_cli._parse_value("3"), int)
+    assert report_cli._parse_value("1e-3") == pytest.approx(0.001)
+    assert report_cli._parse_value("dna->dna") == "dna->dna"
 
 
 def test_report_cli_arguments():
     import argparse
 
     parser = argparse.ArgumentParser()
-    report.add_report_arguments(parser)
+    report_cli.add_report_arguments(parser)
     args = parser.parse_args(["nb.ipynb", "--out", "o", "-p", "EPOCHS", "3", "-r", "SEED_TEXT", "7", "--hide-input"])
     assert args.parameter == [["EPOCHS", "3"]] and args.raw_parameter == [["SEED_TEXT", "7"]] and args.hide_input
 

@@ -16,14 +16,8 @@ from clibd_toolkit.errors import ConfigError
 from clibd_toolkit.images import load_image
 from clibd_toolkit.records import normalise_records
 from clibd_toolkit.schema import CANONICAL_COLUMNS
-from clibd_toolkit.simulator import (
-    TRUTH_COLUMNS,
-    SimulatorConfig,
-    add_simulate_arguments,
-    run_simulate,
-    simulate_records,
-    write_survey,
-)
+from clibd_toolkit.cli.simulate import add_simulate_arguments, run_simulate
+from clibd_toolkit.simulator import TRUTH_COLUMNS, SimulatorConfig, simulate_records, write_survey
 
 SMALL = dict(records=150, image_size=48, species=40, genera=15, families=8, orders=4)
 

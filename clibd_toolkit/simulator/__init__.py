@@ -10,7 +10,6 @@ seed. See ``data_cards/simulator.md``.
 """
 from __future__ import annotations
 
-from .command import add_simulate_arguments, run_simulate
 from .config import ORDER_NAMES, SimulatorConfig
 from .survey import TRUTH_COLUMNS, Survey, simulate_records, survey_splits, write_survey
 
@@ -19,8 +18,6 @@ __all__ = [
     "SimulatorConfig",
     "Survey",
     "TRUTH_COLUMNS",
-    "add_simulate_arguments",
-    "run_simulate",
     "simulate_records",
     "survey_splits",
     "write_survey",

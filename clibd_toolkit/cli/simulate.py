@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any
 
-from .config import SimulatorConfig
+from ..simulator.config import SimulatorConfig
 
 # CLI flag -> SimulatorConfig field, for the options that map one to one
 _FLAGS = {
@@ -88,7 +88,7 @@ def _load_config_dict(path: str) -> dict[str, Any]:
 
 def run_simulate(args: argparse.Namespace) -> int:
     """Write the survey and print one JSON line: where it is and its main counts."""
-    from .survey import write_survey
+    from ..simulator.survey import write_survey
 
     config = config_from_args(args)
     target = write_survey(args.out, config, format=args.format, progress=not args.no_progress,
