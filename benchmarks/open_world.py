@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _per_group(table: pd.DataFrame, queries: pd.DataFrame, groups: np.ndarray) -> dict:
-    from clibd_toolkit.rank_calibration import naming_summary
+    from clibd_toolkit.rank_thresholds import naming_summary
 
     out = {}
     for g in GROUPS:
@@ -253,7 +253,7 @@ CLUSTER_RANK = {"novel_family": "family", "novel_genus": "genus", "novel_species
 def _taxon_spread(identified: pd.DataFrame, truth: pd.DataFrame, rank: str) -> dict:
     """How much the group's precision rests on a few taxa: the number of held-out taxa and the standard error of the
     precision over them (ratio estimator over taxa), and the taxa behind most wrong names."""
-    from clibd_toolkit.rank_calibration import reported_right
+    from clibd_toolkit.rank_thresholds import reported_right
 
     named, right = reported_right(identified, truth)
     taxa = truth[rank].astype(str).to_numpy()

@@ -17,16 +17,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-import clibd_toolkit.embed as embed_module
+import clibd_toolkit.embed_shards as shards_module
 from clibd_toolkit.cli.embed import add_embed_arguments, run_embed
-from clibd_toolkit.embed import (
+from clibd_toolkit.embed import extract_embeddings, rebatch, write_embeddings
+from clibd_toolkit.embed_shards import (
     embed_shard,
-    extract_embeddings,
     merge_shards,
     parse_shard,
-    rebatch,
     shard_folder,
-    write_embeddings,
 )
 from clibd_toolkit.errors import CheckpointError, ConfigError
 from clibd_toolkit.schema import CANONICAL_COLUMNS, RECORD_ID
@@ -171,14 +169,14 @@ def test_killed_shard_job_resumes_without_duplicates_or_gaps(model, records, ref
     first = (folder / "block-000000.parquet").stat()
 
     embedded = []
-    real_iter = embed_module.iter_embedding_chunks
+    real_iter = shards_module.iter_embedding_chunks
 
     def spy(model_, chunks, **kw):
         chunks = list(chunks)
         embedded.extend(pd.concat(chunks)[RECORD_ID].tolist())
         return real_iter(model_, chunks, **kw)
 
-    monkeypatch.setattr(embed_module, "iter_embedding_chunks", spy)
+    monkeypatch.setattr(shards_module, "iter_embedding_chunks", spy)
     rerun = embed_shard(model, _chunks(records), out, (0, n_shards), batch_size=BATCH, block_size=block,
                         progress=False)
     ids = records[RECORD_ID].tolist()

@@ -133,7 +133,7 @@ def test_single_order_reference_takes_the_family_confidence():
 
 
 def test_naming_summary_by_hand():
-    from clibd_toolkit.rank_calibration import naming_summary
+    from clibd_toolkit.rank_thresholds import naming_summary
 
     truth = pd.DataFrame({"order": ["A", "A", "A", "B"], "family": ["f", "f", "g", "h"],
                           "genus": ["x", "y", "z", "w"], "species": ["s1", "s2", "s3", "s4"]})
@@ -153,7 +153,7 @@ def test_thresholds_keep_every_kind_of_query_right_by_hand():
     """Hand-made simulated queries: a novel genus whose genus confidence (0.9) would pass a single bar of 0.85 but
     is always wrong, known species at 0.9 that are right, novel orders at order confidence 0.97. At target 0.95 the
     genus bar must exceed 0.9, the species bar may drop to 0.9 or below, and the order bar must exceed 0.97."""
-    from clibd_toolkit.rank_calibration import fit_thresholds, group_outcomes
+    from clibd_toolkit.rank_thresholds import fit_thresholds, group_outcomes
 
     n = 40
     conf = np.concatenate([np.tile([0.99, 0.99, 0.9, 0.1], (n, 1)),   # novel genus: right at order and family only
@@ -229,7 +229,7 @@ def test_a_precision_resting_on_one_taxon_is_not_trusted():
     """96 of 100 novel-genus names right, but the 4 wrong ones are one whole taxon: counted per query the genus bar
     may drop to 0.9; counted over taxa (5 clusters) the lower bound is 0.96 - 1.645 * 0.048 = 0.88 < 0.95, by hand,
     so it may not."""
-    from clibd_toolkit.rank_calibration import fit_thresholds
+    from clibd_toolkit.rank_thresholds import fit_thresholds
 
     good = np.tile([0.99, 0.99, 0.5, 0.1], (96, 1))      # named at family, right
     bad = np.tile([0.99, 0.99, 0.9, 0.1], (4, 1))        # would be named at a wrong genus

@@ -6,14 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from ..embed import (
-    DEFAULT_BLOCK_SIZE,
-    EmbedSummary,
-    embed_shard,
-    merge_shards,
-    parse_shard,
-    write_embeddings,
-)
+from ..embed import DEFAULT_BLOCK_SIZE, EmbedSummary, write_embeddings
+from ..embed_shards import embed_shard, merge_shards, parse_shard
 from ..errors import ConfigError
 
 
