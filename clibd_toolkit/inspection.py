@@ -59,7 +59,7 @@ class InspectionReport:
         sequence_lengths: summary of barcode lengths (nt).
         image_sizes: summary of image widths/heights/modes of the images that could be opened.
         problems: one row per problem: ``kind``, ``record_id``, ``row``, ``column``, ``value``, ``message``.
-        lineage: the inconsistent placements (see :func:`clibd_toolkit.records.lineage_conflicts`).
+        lineage: the inconsistent placements (see :func:`clibd_toolkit.lineage.lineage_conflicts`).
     """
 
     source: str
@@ -237,7 +237,7 @@ def _check_images(ids: list[str], values: list[Any], mode: ImageCheck, decode_sa
 
 
 def _lineage_problems(table: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-    from .records import lineage_conflicts
+    from .lineage import lineage_conflicts
 
     conflicts = lineage_conflicts(table)
     problems = []

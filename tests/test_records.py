@@ -6,14 +6,13 @@ import pandas as pd
 import pytest
 
 from clibd_toolkit.errors import ClibdError, DataError
+from clibd_toolkit.lineage import LineageChecker, lineage_conflicts
 from clibd_toolkit.records import (
     MAX_BARCODE_LENGTH,
-    LineageChecker,
     Rejects,
     clean_barcode,
     clean_split,
     clean_taxon,
-    lineage_conflicts,
     normalise_records,
 )
 from clibd_toolkit.schema import CANONICAL_COLUMNS

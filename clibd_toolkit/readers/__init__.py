@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, DataFileError
-from ..records import LineageChecker, LoadResult, OnError, Rejects, empty_records, normalise_records
+from ..lineage import LineageChecker
+from ..records import LoadResult, OnError, Rejects, empty_records, normalise_records
 from ..schema import RECORD_ID
 from .base import (  # noqa: F401  (re-exported: the readers' shared helpers)
     _FASTA_SUFFIXES,
