@@ -38,6 +38,8 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright pac
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 #: JavaScript: every plotly figure inside the elements matching a selector, with what was drawn
+#: the notebook in front (JupyterLab restores the tabs of earlier sessions behind it)
+PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 FIGURES_JS = """([selector, source]) => Array.from(document.querySelectorAll(selector)).filter(
     (host) => !source || (host.closest('.jp-Cell').querySelector('.jp-InputArea') || {}).textContent.includes(source)
     ).flatMap((host) => Array.from(host.querySelectorAll('.js-plotly-plot'))).map((gd) => ({
@@ -47,6 +49,20 @@ FIGURES_JS = """([selector, source]) => Array.from(document.querySelectorAll(sel
         legend: gd.querySelectorAll('.legend .traces').length,
         legend_title: (gd.querySelector('.legend .legendtitletext') || {}).textContent || null,
         title: (gd.querySelector('.gtitle') || {}).textContent || null}))"""
+#: JavaScript: hover a point that has a thumbnail in the first figure with thumbnails; where the overlay and the
+#: legend are (page coordinates), or null when no figure has thumbnails
+HOVER_JS = """() => {
+    const gd = Array.from(document.querySelectorAll('%s .js-plotly-plot')).find(
+        (g) => g.layout && g.layout.meta && g.layout.meta.thumbnails && g.querySelector('.legend'));
+    if (!gd) { return null; }
+    const id = Object.keys(gd.layout.meta.thumbnails)[0];
+    gd.emit('plotly_hover', {points: [{customdata: [id]}]});
+    const img = gd.querySelector('img.clibd-hover-thumbnail');
+    const box = (el) => { const r = el.getBoundingClientRect();
+                          return {left: r.left, top: r.top, right: r.right, bottom: r.bottom}; };
+    return {shown: !!img && getComputedStyle(img).display !== 'none' && !!img.src, overlay: img ? box(img) : null,
+            legend: box(gd.querySelector('.legend')), graph: box(gd)};
+}""" % PANEL
 #: user settings of the test's JupyterLab: no autosave (a reload shows the notebook as last saved), no news fetch
 SETTINGS = {"@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
             "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false",
@@ -142,36 +158,73 @@ class Session:
             self.outside.append(route.request.url)
             route.abort()
 
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.context.close()
+
     def open(self, notebook: str) -> None:
-        self.page.goto(f"{self.lab['base']}/lab/tree/{notebook}?token={self.lab['token']}")
+        # a workspace of its own, reset: no tab of another session is restored next to the notebook
+        workspace = f"test-{secrets.token_hex(4)}"
+        self.page.goto(f"{self.lab['base']}/lab/workspaces/{workspace}/tree/{notebook}?reset&token={self.lab['token']}")
         self.wait_idle(notebook)
 
     def wait_idle(self, notebook: str, timeout: float = 60) -> None:
-        self.page.locator(f".jp-NotebookPanel .jp-Notebook").first.wait_for(timeout=timeout * 1000)
-        self.page.wait_for_function("""() => {
-            const s = document.querySelector('.jp-Notebook-ExecutionIndicator');
-            return s && s.getAttribute('data-status') === 'idle'; }""", timeout=timeout * 1000)
+        self.page.locator(f"{PANEL} .jp-Notebook").wait_for(timeout=timeout * 1000)
+        self.page.wait_for_function("""(panel) => {
+            const s = document.querySelector(panel + ' .jp-Notebook-ExecutionIndicator');
+            return s && s.getAttribute('data-status') === 'idle'; }""", arg=PANEL, timeout=timeout * 1000)
+        # and the status bar reports the kernel (it does once the page is connected to it)
+        self.page.locator(".jp-StatusBar-Item", has_text=re.compile(r"\|\s*Idle")).first.wait_for(
+            timeout=timeout * 1000)
 
     def menu(self, menu: str, item: str) -> None:
         self.page.get_by_role("menuitem", name=menu, exact=True).click()
         self.page.get_by_role("menuitem", name=item, exact=True).click()
 
     def run_all(self, timeout: float = 240) -> None:
-        self.menu("Run", "Run All Cells")
+        # a Run All sent while the page is still connecting to the kernel can be lost: until a cell starts, retry
+        for _ in range(4):
+            self.menu("Run", "Run All Cells")
+            try:
+                self.page.wait_for_function("""(panel) => Array.from(document.querySelectorAll(
+                    panel + ' .jp-CodeCell .jp-InputPrompt')).some((p) => /\\[(\\*|\\d+)\\]/.test(p.textContent))""",
+                                            arg=PANEL, timeout=15_000, polling=250)
+                break
+            except sync_api.TimeoutError:
+                continue
         self.wait_done("", timeout)
 
     def wait_done(self, source: str, timeout: float) -> None:
-        """Until every code cell (or the one whose code holds ``source``) has run and the kernel is idle."""
-        self.page.wait_for_function("""(source) => {
-            const s = document.querySelector('.jp-Notebook-ExecutionIndicator');
-            const cells = Array.from(document.querySelectorAll('.jp-CodeCell')).filter(
-                (c) => !source || (c.querySelector('.jp-InputArea') || {}).textContent.includes(source));
-            return s && s.getAttribute('data-status') === 'idle' && cells.length > 0 && cells.every(
-                (c) => /\\[\\d+\\]/.test((c.querySelector('.jp-InputPrompt') || {}).textContent || ''));
-        }""", arg=source, timeout=timeout * 1000, polling=500)
+        """Until every code cell (or the one whose code holds ``source``) has run and the kernel is idle, or a cell
+        failed."""
+        try:
+            self.page.wait_for_function("""([panel, source]) => {
+                const nb = document.querySelector(panel);
+                if (!nb) { return false; }
+                if (nb.querySelector('.jp-RenderedText[data-mime-type="application/vnd.jupyter.error"]')) {
+                    return true;  // a cell failed: the caller reports its traceback
+                }
+                const s = nb.querySelector('.jp-Notebook-ExecutionIndicator');
+                const cells = Array.from(nb.querySelectorAll('.jp-CodeCell')).filter(
+                    (c) => !source || (c.querySelector('.jp-InputArea') || {}).textContent.includes(source));
+                return s && s.getAttribute('data-status') === 'idle' && cells.length > 0 && cells.every(
+                    (c) => /\\[\\d+\\]/.test((c.querySelector('.jp-InputPrompt') || {}).textContent || ''));
+            }""", arg=[PANEL, source], timeout=timeout * 1000, polling=500)
+        except sync_api.TimeoutError:
+            state = self.page.evaluate("""(panel) => ({
+                status: (document.querySelector(panel + ' .jp-Notebook-ExecutionIndicator') || {
+                    getAttribute: () => null}).getAttribute('data-status'),
+                prompts: Array.from(document.querySelectorAll(panel + ' .jp-CodeCell .jp-InputPrompt')).map(
+                    (p) => p.textContent)})""", PANEL)
+            shot = self.lab["root"] / f"timeout-{int(time.time())}.png"
+            self.page.screenshot(path=str(shot))
+            pytest.fail(f"cells still running after {timeout} s: {state}; screenshot {shot}; errors {self.errors}")
 
     def cell(self, source_start: str):
-        return self.page.locator(".jp-CodeCell", has=self.page.locator(".jp-InputArea", has_text=source_start))
+        return self.page.locator(f"{PANEL} .jp-CodeCell",
+                                 has=self.page.locator(".jp-InputArea", has_text=source_start))
 
     def run_cell(self, source_start: str, timeout: float = 60) -> None:
         cell = self.cell(source_start)
@@ -185,14 +238,15 @@ class Session:
         least ``wait_for`` of them are drawn (or after ``timeout`` seconds)."""
         deadline = time.monotonic() + timeout
         while True:
-            found = self.page.evaluate(FIGURES_JS, [selector, source])
+            found = self.page.evaluate(FIGURES_JS, [f"{PANEL} {selector}", source])
             if sum(f["drawn"] for f in found) >= wait_for or time.monotonic() > deadline:
                 return found
             self.page.wait_for_timeout(300)
 
-    def errors_in_outputs(self) -> list[str]:
-        return self.page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"], '
-                                 '.jp-RenderedText[data-mime-type="application/vnd.jupyter.error"]').all_inner_texts()
+    def failed_cells(self) -> list[str]:
+        """Tracebacks shown in the notebook."""
+        return self.page.locator(f'{PANEL} .jp-RenderedText[data-mime-type="application/vnd.jupyter.error"]'
+                                 ).all_inner_texts()
 
 
 def _plotly_errors(errors: list[str]) -> list[str]:
@@ -200,51 +254,55 @@ def _plotly_errors(errors: list[str]) -> list[str]:
 
 
 def test_latent_space_explorer_and_reload(lab, browser):
-    s = Session(browser, lab)
-    start = time.monotonic()
-    s.open("04_latent_space.ipynb")
-    s.run_all()
-    assert [e for e in s.errors_in_outputs() if "Error" in e or "Traceback" in e] == []
-    static = s.figures(".jp-Cell:not(:has(.widget-output)) .jp-OutputArea", wait_for=3)
-    assert len(static) >= 3 and all(f["drawn"] for f in static), static
-    assert {f["type"] for f in static} == {"scattergl"}
-    explorer = ".widget-output"
-    before = s.figures(explorer)
-    assert len(before) == 1 and before[0]["drawn"] and before[0]["legend_title"] == "order", before
-    s.page.locator(".widget-dropdown", has_text="colour by").locator("select").select_option("family")
-    deadline = time.monotonic() + 30
-    while (after := s.figures(explorer))[0]["legend_title"] != "family" and time.monotonic() < deadline:
-        s.page.wait_for_timeout(300)
-    assert after[0]["drawn"] and after[0]["legend_title"] == "family", after
-    assert after[0]["traces"] != before[0]["traces"] and after[0]["legend"] != before[0]["legend"]
+    with Session(browser, lab) as s:
+        start = time.monotonic()
+        s.open("04_latent_space.ipynb")
+        s.run_all()
+        assert s.failed_cells() == []
+        static = s.figures(".jp-Cell:not(:has(.widget-output)) .jp-OutputArea", wait_for=3)
+        assert len(static) >= 3 and all(f["drawn"] for f in static), static
+        assert {f["type"] for f in static} == {"scattergl"}
+        hovered = s.page.evaluate(HOVER_JS)  # an image point: its thumbnail shows, inside the figure, off the legend
+        assert hovered and hovered["shown"], hovered
+        img, legend, graph = hovered["overlay"], hovered["legend"], hovered["graph"]
+        assert graph["left"] <= img["left"] and img["right"] <= graph["right"] and graph["top"] <= img["top"]
+        assert (img["right"] <= legend["left"] or legend["right"] <= img["left"] or img["bottom"] <= legend["top"]
+                or legend["bottom"] <= img["top"]), hovered
+        explorer = ".widget-output"
+        before = s.figures(explorer)
+        assert len(before) == 1 and before[0]["drawn"] and before[0]["legend_title"] == "order", before
+        s.page.locator(f"{PANEL} .widget-dropdown", has_text="colour by").locator("select").select_option("family")
+        deadline = time.monotonic() + 30
+        while (after := s.figures(explorer))[0]["legend_title"] != "family" and time.monotonic() < deadline:
+            s.page.wait_for_timeout(300)
+        assert after[0]["drawn"] and after[0]["legend_title"] == "family", after
+        assert after[0]["traces"] != before[0]["traces"] and after[0]["legend"] != before[0]["legend"]
 
-    # reload the tab (the kernel keeps running) and re-run a single figure cell: it must render again
-    s.page.reload()
-    s.wait_idle("04_latent_space.ipynb")
-    s.run_cell("fig_family = viz.plot_latent_space")
-    again = s.figures(".jp-Cell .jp-OutputArea", source="fig_family = viz.plot_latent_space")
-    assert len(again) == 1 and again[0]["drawn"] and again[0]["legend_title"] == "family", (again, s.errors)
-    assert _plotly_errors(s.errors) == []
-    assert s.outside == []  # nothing fetched from the network (no CDN)
-    s.context.close()
-    assert time.monotonic() - start < 120
+        # reload the tab (the kernel keeps running) and re-run a single figure cell: it must render again
+        s.page.reload()
+        s.wait_idle("04_latent_space.ipynb")
+        s.run_cell("fig_family = viz.plot_latent_space")
+        again = s.figures(".jp-Cell .jp-OutputArea", source="fig_family = viz.plot_latent_space")
+        assert len(again) == 1 and again[0]["drawn"] and again[0]["legend_title"] == "family", (again, s.errors)
+        assert _plotly_errors(s.errors) == []
+        assert s.outside == []  # nothing fetched from the network (no CDN)
+        assert time.monotonic() - start < 120
 
 
 def test_per_taxon_explorer(lab, browser):
-    s = Session(browser, lab)
-    s.open("06_per_taxon_accuracy.ipynb")
-    s.run_all()
-    assert [e for e in s.errors_in_outputs() if "Error" in e or "Traceback" in e] == []
-    static = s.figures(".jp-Cell:not(:has(.widget-output)) .jp-OutputArea", wait_for=2)
-    assert len(static) >= 2 and all(f["drawn"] for f in static), static
-    explorer = ".widget-output"
-    before = s.figures(explorer, wait_for=2)
-    assert [f["type"] for f in before] == ["sunburst", "scatter"], before
-    s.page.locator(".widget-dropdown", has_text="chart").locator("select").select_option("treemap")
-    deadline = time.monotonic() + 30
-    while (after := s.figures(explorer, wait_for=2))[0]["type"] != "treemap" and time.monotonic() < deadline:
-        s.page.wait_for_timeout(300)
-    assert [f["type"] for f in after] == ["treemap", "scatter"] and all(f["drawn"] for f in after), after
-    assert s.page.locator("table.clibd-sortable").count() == 1
-    assert _plotly_errors(s.errors) == [] and s.outside == []
-    s.context.close()
+    with Session(browser, lab) as s:
+        s.open("06_per_taxon_accuracy.ipynb")
+        s.run_all()
+        assert s.failed_cells() == []
+        static = s.figures(".jp-Cell:not(:has(.widget-output)) .jp-OutputArea", wait_for=2)
+        assert len(static) >= 2 and all(f["drawn"] for f in static), static
+        explorer = ".widget-output"
+        before = s.figures(explorer, wait_for=2)
+        assert [f["type"] for f in before] == ["sunburst", "scatter"], before
+        s.page.locator(f"{PANEL} .widget-dropdown", has_text="chart").locator("select").select_option("treemap")
+        deadline = time.monotonic() + 30
+        while (after := s.figures(explorer, wait_for=2))[0]["type"] != "treemap" and time.monotonic() < deadline:
+            s.page.wait_for_timeout(300)
+        assert [f["type"] for f in after] == ["treemap", "scatter"] and all(f["drawn"] for f in after), after
+        assert s.page.locator(f"{PANEL} table.clibd-sortable").count() == 1
+        assert _plotly_errors(s.errors) == [] and s.outside == []
