@@ -4,9 +4,9 @@
   parameters are refused before any cell runs (papermill itself only warns); a failing cell raises a
   :class:`~clibd_toolkit.errors.ClibdError` naming the cell, while the executed notebook is still written with the
   failing cell marked (a CI artifact).
-- :func:`export_html` writes the executed notebook as one self-contained HTML file: plotly figures are included
-  with plotly.js embedded once (the notebooks use :func:`clibd_toolkit.viz.use_offline_renderer`), and the page
-  loads nothing from a CDN (no require.js, MathJax, mermaid or widget manager). Interactive widget outputs, which
+- :func:`export_html` writes the executed notebook as one self-contained HTML file: plotly figures (stored under
+  plotly's mimetype by :func:`clibd_toolkit.viz.use_offline_renderer`) become HTML figures sharing one plotly.js
+  embedded in the page, and the page loads nothing from a CDN (no require.js, MathJax, mermaid or widget manager). Interactive widget outputs, which
   need a live kernel, become a short note; the static figures next to them carry the content.
 - :func:`chance_accuracy` gives the accuracy that random retrieval would reach, in the layout of the evaluation
   rows, so that reports can show how far above chance a model is.
@@ -42,6 +42,13 @@ _OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
 {% block jupyter_widgets %}{% endblock jupyter_widgets %}
+{%- block html_head_js -%}
+{{ super() }}
+{%- if resources.clibd_plotlyjs %}
+<script type="text/javascript">window.PlotlyConfig = {MathJaxConfig: 'local'};</script>
+<script type="text/javascript">{{ resources.clibd_plotlyjs }}</script>
+{%- endif -%}
+{%- endblock html_head_js -%}
 """
 
 
@@ -148,6 +155,30 @@ def _strip_widgets(nb) -> int:
     return changed
 
 
+def _plotly_to_html(nb) -> tuple[int, bool]:
+    """Give every plotly-mimetype output an HTML figure (its ``text/html``: a div and its ``Plotly.newPlot`` call,
+    without plotly.js). Returns (figures converted, whether an output already embeds plotly.js itself: notebooks
+    executed with the earlier renderer carry it once)."""
+    from plotly.offline import get_plotlyjs
+
+    from .viz.output import PLOTLY_MIME, figure_dict_html
+
+    library_start = get_plotlyjs()[:200]
+    converted, embedded = 0, False
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data") or {}
+            if PLOTLY_MIME in data:
+                data["text/html"] = figure_dict_html(data.pop(PLOTLY_MIME))
+                data.pop("image/png", None)  # JupyterLab's snapshot of the drawn figure
+                converted += 1
+            elif "text/html" in data:
+                text = data["text/html"]
+                text = "".join(text) if isinstance(text, list) else str(text)
+                embedded = embedded or (len(text) > 1_000_000 and library_start in text)
+    return converted, embedded
+
+
 def export_html(notebook: str | Path, html_path: str | Path, *, hide_input: bool = False,
                 title: str | None = None) -> Path:
     """Export an executed notebook as one offline HTML file (see the module docstring).
@@ -169,12 +200,18 @@ def export_html(notebook: str | Path, html_path: str | Path, *, hide_input: bool
 
     nb = nbformat.read(str(notebook), as_version=4)
     _strip_widgets(nb)
+    figures, embedded = _plotly_to_html(nb)
+    resources: dict[str, Any] = {"metadata": {"name": Path(notebook).stem}}
+    if figures and not embedded:
+        from plotly.offline import get_plotlyjs
+
+        resources["clibd_plotlyjs"] = get_plotlyjs()  # once, in <head>: every figure of the page shares it
     if title:
         nb.metadata["title"] = title
     exporter = HTMLExporter(template_name="lab", extra_loaders=[jinja2.DictLoader({"clibd_offline.j2": _OFFLINE_TEMPLATE})],
                             template_file="clibd_offline.j2", exclude_input=hide_input,
                             exclude_input_prompt=hide_input, exclude_output_prompt=hide_input)
-    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": Path(notebook).stem}})
+    body, _ = exporter.from_notebook_node(nb, resources=resources)
     html_path = Path(html_path)
     atomic_write_text(html_path, body)
     return html_path

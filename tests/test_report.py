@@ -118,23 +118,30 @@ def test_compare_with_previous_and_regressions(tmp_path):
 # --- HTML export ----------------------------------------------------------------------------------------------------
 
 
-def _executed_notebook(tmp_path):
-    """An executed-looking notebook: a plotly figure through the offline renderer, a widget view, a table."""
+def _executed_notebook(tmp_path, *, legacy: bool = False):
+    """An executed-looking notebook: two plotly figures through the offline renderer (plotly mimetype; with
+    ``legacy``, the earlier renderer's HTML with plotly.js displayed once before), a widget view, a table."""
     import plotly.io as pio
 
+    figures = [go.Figure(go.Scattergl(x=[1, 2, 3], y=[3, 1, 2])), go.Figure(go.Bar(y=[1, 2]))]
     previous = pio.renderers.default
     try:
         viz.use_offline_renderer()
-        renderer = pio.renderers[viz.RENDERER]
-        figure_html = renderer.to_mimebundle(go.Figure(go.Scattergl(x=[1, 2, 3], y=[3, 1, 2])).to_dict())["text/html"]
+        bundles = [pio.renderers._build_mime_bundle(f.to_dict()) for f in figures]
     finally:
         pio.renderers.default = previous
     from plotly.offline import get_plotlyjs
 
-    init = f"<script>{get_plotlyjs()}</script>"
+    cells = []
+    if legacy:
+        cells.append(new_code_cell("init", outputs=[new_output("display_data", data={
+            "text/html": f"<script>{get_plotlyjs()}</script>"})]))
+        bundles = [{"text/html": viz.figure_html(f, include_plotlyjs=False, full_html=False)} for f in figures]
+    else:
+        bundles[1]["image/png"] = "iVBORw0KGgo="  # JupyterLab's snapshot of a drawn figure
     nb = new_notebook(cells=[
-        new_code_cell("init", outputs=[new_output("display_data", data={"text/html": init})]),
-        new_code_cell("fig", outputs=[new_output("display_data", data={"text/html": figure_html})]),
+        *cells,
+        new_code_cell("fig", outputs=[new_output("display_data", data=bundles[0])]),
         new_code_cell("widget", outputs=[new_output("display_data", data={
             report.WIDGET_MIME: {"model_id": "abc", "version_major": 2, "version_minor": 0},
             "text/plain": "VBox(children=(...))"})]),
@@ -142,19 +149,25 @@ def _executed_notebook(tmp_path):
         new_code_cell("bar", outputs=[new_output("display_data", data={
             report.WIDGET_MIME: {"model_id": "def", "version_major": 2, "version_minor": 0},
             "text/plain": "embedding:  40%|####      | 120/300 [00:02<00:03, 55.1rec/s]"})]),
+        new_code_cell("fig2", outputs=[new_output("display_data", data=bundles[1])]),
     ])
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path = tmp_path / "executed.ipynb"
+    path = tmp_path / ("legacy.ipynb" if legacy else "executed.ipynb")
     nbformat.write(nb, str(path))
     return path
 
 
 def test_export_html_is_offline(tmp_path):
+    from plotly.offline import get_plotlyjs
+
     path = report.export_html(_executed_notebook(tmp_path), tmp_path / "out.html", title="My report")
     text = path.read_text()
     assert "<title>My report</title>" in text
-    assert "hello report" in text and "Plotly.newPlot" in text
+    assert "hello report" in text and text.count("Plotly.newPlot") == 2  # both mimetype figures became HTML
+    assert text.count(get_plotlyjs()[:200]) == 1  # one plotly.js for the page, in <head> before the figures
+    assert text.index(get_plotlyjs()[:200]) < text.index("</head>") < text.index("Plotly.newPlot")
+    assert "clibd-plotly-fallback" not in text and "iVBORw0KGgo=" not in text
     external = re.findall(r'<(?:script|link)[^>]+(?:src|href)="(https?:[^"]*)"', text)
     assert external == []  # no require.js, MathJax, mermaid or widget manager from a CDN
     assert "require.min.js" not in text and "html-manager" not in text
@@ -162,6 +175,23 @@ def test_export_html_is_offline(tmp_path):
     assert "120/300" not in text  # a tqdm progress-bar widget is dropped, not turned into a note
     hidden = report.export_html(_executed_notebook(tmp_path), tmp_path / "hidden.html", hide_input=True).read_text()
     assert "print(1)" not in hidden and "hello report" in hidden
+
+
+def test_export_html_of_a_notebook_run_with_the_earlier_renderer(tmp_path):
+    """Notebooks executed before the mimetype renderer carry plotly.js once themselves: not added a second time."""
+    from plotly.offline import get_plotlyjs
+
+    text = report.export_html(_executed_notebook(tmp_path, legacy=True), tmp_path / "old.html").read_text()
+    assert text.count(get_plotlyjs()[:200]) == 1 and text.count("Plotly.newPlot") == 2
+
+
+def test_export_html_without_figures_has_no_plotly_js(tmp_path):
+    from plotly.offline import get_plotlyjs
+
+    nb = new_notebook(cells=[new_code_cell("print(1)", outputs=[new_output("stream", name="stdout", text="1\n")])])
+    nbformat.write(nb, str(tmp_path / "plain.ipynb"))
+    text = report.export_html(tmp_path / "plain.ipynb", tmp_path / "plain.html").read_text()
+    assert get_plotlyjs()[:200] not in text and len(text) < 1_000_000
 
 
 # --- executing notebooks ------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 import re
 from html.parser import HTMLParser
@@ -428,6 +429,10 @@ def test_neighbours_figure_and_table(tmp_path):
     titles = [a.text for a in fig.layout.annotations]
     assert "<b>query</b>" in titles and "#1 sim 0.910" in titles and "#2 sim 0.500" in titles
     assert "NEW species" in fig.layout.title.text and "genus" in fig.layout.title.text
+    assert "query)" not in fig.layout.title.text  # no query_modality in this row: nothing claimed
+    for modality, kind in (("image", "photo"), ("dna", "barcode")):
+        titled = viz.plot_neighbours(pd.concat([row, pd.Series({"query_modality": modality})]), reference)
+        assert titled.layout.title.text.startswith(f"q ({kind} query): nearest reference is ")
     via_queries = viz.plot_neighbours(row, reference, queries=pd.DataFrame({"record_id": ["q"],
                                                                               "image": [str(tmp_path / "r1.png")]}))
     assert [type(t).__name__ for t in via_queries.data] == kinds
@@ -441,19 +446,57 @@ def test_neighbours_figure_and_table(tmp_path):
 # --- rendering ----------------------------------------------------------------------------------------------------
 
 
-def test_offline_renderer_embeds_nothing_from_the_network():
+def test_offline_renderer_uses_the_plotly_mimetype_and_needs_nothing_from_the_page():
+    """Figures go out as plotly's mimetype (JupyterLab's extension draws it with its own plotly.js, so a reloaded
+    tab or a reopened notebook still renders); the text/html is a short note, never plotly.js or a CDN."""
     import plotly.io as pio
 
     previous = pio.renderers.default
     try:
         name = viz.use_offline_renderer()
-        assert pio.renderers.default == name == viz.RENDERER
-        bundle = pio.renderers._build_mime_bundle(go.Figure(go.Bar(y=[1, 2])).to_dict())
+        assert pio.renderers.default == name and name.split("+") == [viz.RENDERER, viz.HOVER_RENDERER]
+        fig = go.Figure(go.Bar(y=[1, 2]))
+        bundle = pio.renderers._build_mime_bundle(fig.to_dict())
+        assert set(bundle) == {viz.PLOTLY_MIME, "text/html"}
+        figure = bundle[viz.PLOTLY_MIME]
+        assert figure["data"][0]["type"] == "bar" and figure["config"] == {"responsive": True}
+        assert figure["layout"]["height"] == 525
         html = bundle["text/html"]
-        assert "Plotly.newPlot" in html and "clibd-hover-thumbnail" in html
-        assert "cdn" not in html.lower() and "mathjax" not in html.lower() and "<script src" not in html
+        assert "clibd-plotly-fallback" in html and len(html) < 1000 and "<script" not in html
+        assert "cdn" not in json.dumps(bundle).lower()
     finally:
         pio.renderers.default = previous
+
+
+def test_hover_thumbnail_script_is_shown_only_next_to_figures_with_thumbnails(monkeypatch):
+    import IPython.display
+    import plotly.io as pio
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display_html", lambda html, raw=False: shown.append(html))
+    previous = pio.renderers.default
+    try:
+        viz.use_offline_renderer()
+        plain = go.Figure(go.Scattergl(x=[1], y=[1], customdata=[["r1"]]))
+        pio.renderers._perform_external_rendering(plain.to_dict())
+        assert shown == []
+        with_thumbs = go.Figure(plain).update_layout(meta={"thumbnails": {"r1": "data:image/png;base64,AAAA"}})
+        pio.renderers._perform_external_rendering(with_thumbs.to_dict())
+    finally:
+        pio.renderers.default = previous
+    assert len(shown) == 1
+    script = shown[0]
+    assert "clibd-hover-thumbnail" in script and "MutationObserver" in script and "<script src" not in script
+    # placed from the plot area's top-left corner (clear of the legend at the right), not the div's right edge
+    assert "_fullLayout._size" in script and "right:" not in script
+
+
+def test_figure_dict_html_draws_a_stored_figure_without_plotly_js():
+    fig = go.Figure(go.Scattergl(x=[1, 2], y=[2, 1])).to_dict()
+    fig["config"] = {"responsive": True, "displaylogo": False}
+    html = viz.figure_dict_html(fig)
+    assert "Plotly.newPlot" in html and "clibd-hover-thumbnail" in html and '"displaylogo": false' in html
+    assert len(html) < 20_000 and "<script src" not in html and "cdn" not in html.lower()
 
 
 def test_write_figures_share_one_plotly_js(tmp_path):

@@ -154,6 +154,10 @@ def plot_precision_coverage(calibration, *, title: str | None = None):
 # --- identification ---------------------------------------------------------------------------------------------
 
 
+#: how a query of each modality is named in figure titles
+QUERY_KINDS = {"image": "photo", "dna": "barcode", "text": "taxonomy text"}
+
+
 def plot_neighbours(identification: pd.Series | Mapping[str, Any], reference: pd.DataFrame, *,
                     query_image: Any = None, queries: pd.DataFrame | None = None, thumbnail_size: int = 96,
                     title: str | None = None):
@@ -162,7 +166,8 @@ def plot_neighbours(identification: pd.Series | Mapping[str, Any], reference: pd
 
     Args:
         identification: one row of :func:`clibd_toolkit.identification.identify` (``neighbour_ids``, ``neighbour_scores``,
-            ``predicted_*``, ``novel``, ``identified_rank``).
+            ``predicted_*``, ``novel``, ``identified_rank``; with ``query_modality``, as the notebooks' identification
+            tables have, the title says whether the query was a photo or a barcode).
         reference: the reference records (canonical table: record_id, image, ranks), for images and taxonomy.
         query_image: the query's image (path, bytes or PIL image), shown first; None = none.
         queries: alternatively, the query records: the image of the row's ``record_id`` is shown first.
@@ -212,7 +217,9 @@ def plot_neighbours(identification: pd.Series | Mapping[str, Any], reference: pd
     verdict = ("no novelty calibration" if _missing(novel) else
                f"likely a NEW species; reported to {_label(row.get('identified_rank'))} level" if bool(novel) else
                "known species")
-    fig.update_layout(title=title or f"{row.get(RECORD_ID)}: nearest reference is "
+    kind = QUERY_KINDS.get(str(row.get("query_modality")))
+    asked = f"{row.get(RECORD_ID)} ({kind} query)" if kind else str(row.get(RECORD_ID))
+    fig.update_layout(title=title or f"{asked}: nearest reference is "
                       f"{_label(row.get('predicted_species'))} (similarity {float(row.get('similarity', math.nan)):.3f}; "
                       f"{verdict})", height=340, margin=dict(t=80, b=90, l=10, r=10), template="plotly_white")
     return fig

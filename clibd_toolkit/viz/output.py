@@ -11,29 +11,71 @@ log = logging.getLogger(__name__)
 
 RENDERER = "clibd_offline"
 
-# Shown on hover over a point whose record id has a thumbnail in layout.meta.thumbnails: an <img> overlay in the
-# plot's corner (pure DOM, no relayout, so it stays fast with 100,000 WebGL points).
-HOVER_THUMBNAIL_JS = """
-(function () {
-  var gd = document.getElementById('{plot_id}');
-  if (!gd || !gd.on) { return; }
-  var thumbs = (gd.layout && gd.layout.meta && gd.layout.meta.thumbnails) || null;
-  if (!thumbs) { return; }
+#: the plotly mimetype: JupyterLab's plotly extension (shipped inside the ``plotly`` package) draws it with its own
+#: bundled plotly.js, so it needs nothing from the page (a reloaded tab, a reopened notebook, a fresh kernel)
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+#: name of the companion renderer that adds the live hover-thumbnail script next to figures that carry thumbnails
+HOVER_RENDERER = "clibd_hover_thumbnails"
+#: the ``text/html`` of a figure's output in a notebook: shown only where nothing draws the plotly mimetype (plain
+#: ``jupyter nbconvert``, a JupyterLab whose environment lacks plotly); report.export_html replaces it with the figure
+FIGURE_FALLBACK_HTML = ('<div class="clibd-plotly-fallback" style="padding:6px 10px;border-left:4px solid #999;'
+                        'background:#f5f5f5;color:#444;font-size:90%">A plotly figure. JupyterLab draws it with '
+                        "plotly's extension (install plotly in the environment JupyterLab runs from); an offline "
+                        "HTML page of the notebook with its figures comes from <code>clibd report</code> or "
+                        "<code>clibd_toolkit.report.export_html</code>.</div>")
+
+# Attaches the hover thumbnail to one plotly graph div ``gd`` whose layout.meta.thumbnails maps record ids to
+# images: an <img> overlay in the top-left corner of the plot area (clear of the legend, which sits right of the
+# plot area), shown while a point with a thumbnail is hovered. Pure DOM, no relayout, so it stays fast with
+# 100,000 WebGL points; idempotent (a graph gets one overlay however often this runs).
+_ATTACH_THUMBNAIL_JS = """function (gd) {
+  if (!gd || !gd.on || gd.__clibdHoverThumbnail) { return; }
+  var meta = gd.layout && gd.layout.meta;
+  if (!meta || !meta.thumbnails) { return; }
   var img = document.createElement('img');
   img.className = 'clibd-hover-thumbnail';
-  img.style.cssText = 'position:absolute;top:40px;right:10px;width:96px;height:96px;border:1px solid #888;' +
-                      'background:#fff;display:none;pointer-events:none;z-index:10';
+  img.style.cssText = 'position:absolute;width:96px;height:96px;border:1px solid #888;background:#fff;' +
+                      'display:none;pointer-events:none;z-index:10';
   if (getComputedStyle(gd).position === 'static') { gd.style.position = 'relative'; }
   gd.appendChild(img);
+  gd.__clibdHoverThumbnail = img;
   gd.on('plotly_hover', function (ev) {
+    var thumbs = (gd.layout && gd.layout.meta && gd.layout.meta.thumbnails) || {};
     var p = ev && ev.points && ev.points[0];
     var id = p && p.customdata ? p.customdata[0] : null;
-    if (id !== null && thumbs[id]) { img.src = thumbs[id]; img.style.display = 'block'; }
-    else { img.style.display = 'none'; }
+    if (id !== null && thumbs[id]) {
+      var size = (gd._fullLayout && gd._fullLayout._size) || {l: 80, t: 100};
+      img.style.left = (size.l + 8) + 'px';
+      img.style.top = (size.t + 8) + 'px';
+      img.src = thumbs[id];
+      img.style.display = 'block';
+    } else { img.style.display = 'none'; }
   });
   gd.on('plotly_unhover', function () { img.style.display = 'none'; });
+}"""
+
+#: ``post_script`` of a figure's HTML (offline pages): hover thumbnails of the figure just drawn
+HOVER_THUMBNAIL_JS = "(" + _ATTACH_THUMBNAIL_JS + ")(document.getElementById('{plot_id}'));"
+
+# Live notebooks (the plotly mimetype is drawn by JupyterLab's extension, which runs no figure script): shown as a
+# small output next to each figure with thumbnails, it watches the page and attaches the overlay to every plotly
+# graph with thumbnails, also ones drawn later (explorer redraws, a saved notebook's figure drawn on first hover).
+# Each such output reinstalls it, so a reloaded tab gets it back with the next figure cell run.
+_LIVE_HOVER_JS = """<script>
+(function () {
+  var attach = %s;
+  var scan = function () { document.querySelectorAll('.js-plotly-plot').forEach(attach); };
+  window.__clibdHoverThumbnailScan = scan;
+  if (!window.__clibdHoverThumbnailObserver && window.MutationObserver) {
+    var pending = null;
+    window.__clibdHoverThumbnailObserver = new MutationObserver(function () {
+      if (pending === null) { pending = setTimeout(function () { pending = null; window.__clibdHoverThumbnailScan(); }, 200); }
+    });
+    window.__clibdHoverThumbnailObserver.observe(document.body, {childList: true, subtree: true});
+  }
+  setTimeout(scan, 0);
 })();
-"""
+</script>""" % _ATTACH_THUMBNAIL_JS
 
 
 _SORT_JS = """<script>
@@ -90,29 +132,66 @@ def sortable_table_html(df: pd.DataFrame, *, table_id: str | None = None, percen
 # --- rendering --------------------------------------------------------------------------------------------------
 
 
+def _has_thumbnails(fig_dict: Mapping[str, Any]) -> bool:
+    meta = (fig_dict.get("layout") or {}).get("meta")
+    return isinstance(meta, Mapping) and bool(meta.get("thumbnails"))
+
+
 def use_offline_renderer() -> str:
-    """Make plotly figures display as self-contained HTML: plotly.js is embedded once (first figure) and never
-    fetched from a CDN, no MathJax is requested, and hover thumbnails work. This is what survives ``nbconvert``
-    to HTML and renders offline (plotly 6+ drops figures from nbconvert HTML under its default renderer).
+    """Make plotly figures display through plotly's own mimetype renderer, offline, in every live situation.
+
+    Each figure's output carries the figure as ``application/vnd.plotly.v1+json``, which JupyterLab's plotly
+    extension (part of the ``plotly`` package) draws with its bundled plotly.js: nothing is fetched from a CDN or
+    expected in the page, so figures render on the first run, after a reload of the tab, in a saved notebook
+    reopened with its outputs and with a fresh kernel. The output's ``text/html`` is only a short note (see
+    :data:`FIGURE_FALLBACK_HTML`); :func:`clibd_toolkit.report.export_html` turns the figures into offline HTML
+    with one shared plotly.js (plotly 6+ drops mimetype-only figures from plain ``nbconvert`` HTML). Figures with
+    hover thumbnails (``layout.meta.thumbnails``) get a small script output next to them that shows the thumbnails
+    live.
 
     Returns:
-        The renderer name (now ``plotly.io.renderers.default``).
+        The renderer string, now ``plotly.io.renderers.default`` (:data:`RENDERER` plus the hover-thumbnail
+        companion).
     """
     import plotly.io as pio
-    from plotly.io._base_renderers import NotebookRenderer
+    from plotly.io._base_renderers import ExternalRenderer, PlotlyRenderer
 
-    class OfflineNotebookRenderer(NotebookRenderer):
+    class OfflineMimetypeRenderer(PlotlyRenderer):
+        """plotly's mimetype renderer, with the report height as default and a text/html note as fallback."""
+
         def to_mimebundle(self, fig_dict):
-            from plotly.io import to_html
+            layout = fig_dict.setdefault("layout", {})
+            layout.setdefault("height", 525)  # what offline pages use; JupyterLab's extension would pick 360
+            bundle = super().to_mimebundle(fig_dict)
+            bundle["text/html"] = FIGURE_FALLBACK_HTML
+            return bundle
 
-            return {"text/html": to_html(fig_dict, config=self.config, include_plotlyjs=False, include_mathjax=False,
-                                         post_script=[HOVER_THUMBNAIL_JS], full_html=False, default_width="100%",
-                                         default_height=525, validate=False)}
+    class HoverThumbnailRenderer(ExternalRenderer):
+        """Displays the live hover-thumbnail script after a figure that has thumbnails (nothing otherwise)."""
+
+        def render(self, fig_dict):
+            if _has_thumbnails(fig_dict):
+                from IPython.display import display_html
+
+                display_html(_LIVE_HOVER_JS, raw=True)
 
     if RENDERER not in pio.renderers:
-        pio.renderers[RENDERER] = OfflineNotebookRenderer(config={"responsive": True})
-    pio.renderers.default = RENDERER
-    return RENDERER
+        pio.renderers[RENDERER] = OfflineMimetypeRenderer(config={"responsive": True})
+    if HOVER_RENDERER not in pio.renderers:
+        pio.renderers[HOVER_RENDERER] = HoverThumbnailRenderer()
+    pio.renderers.default = f"{RENDERER}+{HOVER_RENDERER}"
+    return pio.renderers.default
+
+
+def figure_dict_html(fig_dict: Mapping[str, Any]) -> str:
+    """The HTML fragment of a figure dict (as stored in a notebook under the plotly mimetype) for an offline page
+    that loads plotly.js once elsewhere: a div and its ``Plotly.newPlot`` call, hover thumbnails enabled."""
+    from plotly.io import to_html
+
+    fig = dict(fig_dict)
+    config = fig.pop("config", None) or {"responsive": True}
+    return to_html(fig, config=config, include_plotlyjs=False, include_mathjax=False, post_script=[HOVER_THUMBNAIL_JS],
+                   full_html=False, default_width="100%", default_height=525, validate=False)
 
 
 def figure_html(fig, *, include_plotlyjs: bool | str = True, full_html: bool = True) -> str:
