@@ -47,7 +47,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -55,7 +55,7 @@ import pandas as pd
 from .config import Config
 from .errors import ConfigError, DataError
 from .index import NearestNeighbourIndex
-from .schema import MODALITIES, RANKS, RECORD_ID
+from .schema import MODALITIES, RANKS, RECORD_ID, SPLIT
 from .store import EmbeddingSet
 
 logger = logging.getLogger(__name__)
@@ -378,3 +378,41 @@ def evaluate_novelty(queries: EmbeddingSet, reference: EmbeddingSet, calibration
         "species_top1_known": rate((table["predicted_species"].to_numpy(dtype=object)
                                     == t["species"].to_numpy(dtype=object))[~novel]),
     }
+
+
+def split_reference(embeddings, reference_splits: str | Sequence[str], query_splits: str | Sequence[str]):
+    """Divide embeddings into a reference library and queries by split name.
+
+    E.g. ``split_reference(emb, "pretrain,train,seen_keys", "test_seen,test_unseen")``: a library of the seen
+    species only, so that the unseen-species queries are truly novel to it (the novelty-detection setting).
+
+    Returns:
+        ``(reference, queries)`` EmbeddingSets; the reference keeps only records with a species label.
+
+    Raises:
+        ConfigError: an unknown split name. DataError: an empty reference or query set.
+    """
+    from .errors import DataError
+    from .schema import SPLITS
+
+    def names(value: str | Sequence[str]) -> list[str]:
+        items = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
+        bad = [v for v in items if v not in SPLITS]
+        if bad:
+            raise ConfigError(f"unknown split(s) {bad}; expected names from {list(SPLITS)}")
+        return items
+
+    meta = embeddings.metadata
+    ref = (meta[SPLIT].isin(names(reference_splits)) & meta["species"].notna()).to_numpy(dtype=bool)
+    qry = meta[SPLIT].isin(names(query_splits)).to_numpy(dtype=bool)
+    if not ref.any() or not qry.any():
+        raise DataError(f"the reference ({int(ref.sum())} labelled records in {reference_splits}) or the queries "
+                        f"({int(qry.sum())} records in {query_splits}) are empty; check the splits of the data")
+    return embeddings.subset(ref), embeddings.subset(qry)
+
+
+def is_novel(queries, reference) -> Any:
+    """(n,) bool: each query's species is absent from the reference library (unlabelled queries: False)."""
+    known = set(reference.metadata["species"].dropna())
+    species = queries.metadata["species"]
+    return (species.notna() & ~species.isin(known)).to_numpy(dtype=bool)

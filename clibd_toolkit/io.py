@@ -183,3 +183,25 @@ def refuse_foreign_folder(folder: str | Path, *, overwrite: bool, what: str, opt
         shown = ", ".join(foreign[:10]) + (f", ... ({len(foreign)} entries)" if len(foreign) > 10 else "")
         raise ConfigError(f"{option} {folder} is not empty and is not a {what} ({shown}); choose a new folder, or "
                           f"pass {flag} to write into it (files of the same names are replaced)")
+
+
+def fresh_folder(path: str | Path, *, marker: str = "run.json") -> Path:
+    """Make ``path`` an empty folder for a notebook's (or any job's) own output, removing a previous output of the same kind
+    (recognised by ``marker``) so that the notebook can be re-run. Anything else in the way is an error.
+
+    Raises:
+        ConfigError: ``path`` exists, is not empty and does not hold ``marker``.
+    """
+    import shutil
+
+    from .errors import ConfigError
+
+    path = Path(path).expanduser()
+    occupied = path.is_file() or (path.is_dir() and any(path.iterdir()))
+    if occupied:
+        if not (path / marker).is_file():
+            raise ConfigError(f"{path} exists and is not a previous output of this notebook (no {marker}); choose "
+                              "another OUTPUT_DIR or remove it")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

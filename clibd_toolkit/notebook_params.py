@@ -7,8 +7,11 @@ of the kernel and builds the notebook's config with :meth:`~clibd_toolkit.config
 (a typo such as ``-p EPOCH 3``) or a value of the wrong type (``-p EPOCHS three``) stops the notebook with a
 :class:`~clibd_toolkit.errors.ConfigError` naming it, the closest valid name and the expected type.
 
-:func:`resolve_inputs` turns the common ``DATA`` / ``RUN`` / ``CHECKPOINT`` / ``EMBEDDINGS`` / ``SMOKE`` parameters into
-records, a model and embeddings, so that analysis notebooks stay one call per step.
+Only configs live here. What the notebooks do with them is library code of the stage it serves:
+:func:`clibd_toolkit.inputs.resolve_inputs` (records, model and embeddings from the common parameters),
+:func:`clibd_toolkit.identification.split_reference` / :func:`~clibd_toolkit.identification.is_novel`,
+:func:`clibd_toolkit.protocol.example_queries` / :func:`~clibd_toolkit.protocol.identify_queries`, and
+:func:`clibd_toolkit.io.fresh_folder`.
 """
 from __future__ import annotations
 
@@ -17,9 +20,8 @@ import re
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Mapping, Sequence
+from typing import Any, ClassVar, Literal, Mapping
 
-import numpy as np
 
 from .config import Config, parse_modalities
 from .errors import ConfigError
@@ -442,7 +444,7 @@ def from_globals(config_class: type[NotebookConfig], namespace: Mapping[str, Any
                           f"Parameters: {valid}") from None
 
 
-# --- turning parameters into inputs -------------------------------------------------------------------------------
+# --- parameter values -------------------------------------------------------------------------------------------
 
 
 def _smoke_or(config: NotebookConfig, value: str, default: str, what: str) -> str:
@@ -452,258 +454,3 @@ def _smoke_or(config: NotebookConfig, value: str, default: str, what: str) -> st
 
         return str(make_smoke_inputs(config.output_path / "smoke-inputs", seed=config.seed)[what])
     return value
-
-
-def fresh_folder(path: str | Path, *, marker: str = "run.json") -> Path:
-    """Make ``path`` an empty folder for a notebook's own output, removing a previous output of the same kind
-    (recognised by ``marker``) so that the notebook can be re-run. Anything else in the way is an error.
-
-    Raises:
-        ConfigError: ``path`` exists, is not empty and does not hold ``marker``.
-    """
-    import shutil
-
-    path = Path(path).expanduser()
-    occupied = path.is_file() or (path.is_dir() and any(path.iterdir()))
-    if occupied:
-        if not (path / marker).is_file():
-            raise ConfigError(f"{path} exists and is not a previous output of this notebook (no {marker}); choose "
-                              "another OUTPUT_DIR or remove it")
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@dataclass
-class NotebookInputs:
-    """What an analysis notebook works on (see :func:`resolve_inputs`)."""
-
-    records: Any  # pandas DataFrame: canonical records with splits
-    embeddings: Any  # EmbeddingSet of the records
-    model: Any = None  # CLIBDModel (None when embeddings were loaded and no model was asked for)
-    split_applied: bool = False  # True when DATA had no split column and the default CLIBD split was assigned
-    sources: dict[str, str] | None = None  # where each input came from
-
-
-def resolve_inputs(config: _InputsConfig, *, need_model: bool = False, progress: bool = True) -> NotebookInputs:
-    """Load the records, the model and the embeddings that an analysis notebook's parameters point at.
-
-    - ``SMOKE=True`` with the quickstart's default paths absent: a tiny simulated survey and a briefly trained
-      ``tiny`` model are made once in ``OUTPUT_DIR/smoke-inputs`` (:func:`clibd_toolkit.demo.make_smoke_inputs`).
-    - The model is ``MODEL`` (a released CLIBD model, :func:`clibd_toolkit.pretrained.load_pretrained`) when it is
-      set, else ``RUN``/``CHECKPOINT``. With ``MODEL`` set and ``EMBEDDINGS`` left at its default (the quickstart
-      run's file), DATA is embedded with the released model.
-    - ``DATA`` without a split column gets the default CLIBD split (seeded with ``SEED``) and ``split_applied``.
-    - ``EMBEDDINGS`` (a file) is loaded and checked to hold exactly DATA's records and, when a model is loaded too,
-      to come from that model; when it is ``""`` or missing, DATA is embedded with the model (and written to
-      ``OUTPUT_DIR/embeddings.parquet``). The official released CLIBD embeddings (``.hdf5``) are read with their
-      own labels and splits; ``records`` then holds only those (no barcodes or images) and DATA is not read.
-
-    Raises:
-        ConfigError: a path that does not exist (with the parameter to fix).
-        DataError: embeddings that do not match the records or the model.
-    """
-    from .embed import check_embeddings_model, extract_embeddings
-    from .errors import DataError
-    from .readers import load_records
-    from .schema import RECORD_ID
-    from .splits import SplitConfig, ensure_splits
-    from .embedding_files import load_embeddings
-
-    defaults = _InputsConfig()
-    embeddings = config.embeddings
-    if config.model and embeddings == defaults.embeddings:
-        embeddings = ""  # the quickstart's file was made by its own run, not by MODEL
-    embeddings = _smoke_or(config, embeddings, defaults.embeddings, "embeddings")
-    have_file = bool(embeddings) and Path(embeddings).expanduser().is_file()
-    released = have_file and Path(embeddings).suffix.lower() in (".hdf5", ".h5")
-    data = None if released else _smoke_or(config, config.data, defaults.data, "data")
-    if data is not None and not Path(data).expanduser().exists():
-        raise ConfigError(f"DATA {data!r} does not exist; run 01_quickstart first (it writes {defaults.data}), pass "
-                          "-p DATA PATH, or -p SMOKE True for a tiny self-made example")
-    model, sources = None, {}
-    if need_model or not have_file:
-        model, sources["model"] = _load_model(config, defaults)
-    if released:
-        emb = load_embeddings(embeddings)
-        records, applied = _records_of(emb), False
-        sources.update(embeddings=f"{embeddings} (released CLIBD embeddings; labels and splits from the file)")
-        return NotebookInputs(records=records, embeddings=emb, model=model, sources=sources)
-    records = load_records(data)
-    records, applied = ensure_splits(records, SplitConfig(seed=config.seed))
-    if applied:
-        log.warning("DATA %s has no split column: the default CLIBD split (seed %d) was assigned", data, config.seed)
-    sources["data"] = str(data)
-    if have_file:
-        emb = load_embeddings(embeddings)
-        if list(map(str, emb.metadata[RECORD_ID])) != list(map(str, records[RECORD_ID])):
-            raise DataError(f"EMBEDDINGS {embeddings} do not hold exactly the records of DATA {data} in the same "
-                            "order; pass the embeddings made from this DATA, or -p EMBEDDINGS '' to embed it now")
-        if model is not None:
-            check_embeddings_model(emb, model, f"EMBEDDINGS {embeddings}")
-        if applied:  # the embeddings file carries the splits of the records it was made from
-            emb.metadata[SPLIT] = records[SPLIT].to_numpy()
-        sources["embeddings"] = str(embeddings)
-    else:
-        emb = extract_embeddings(model, records, progress=progress)
-        path = config.output_path / "embeddings.parquet"
-        config.output_path.mkdir(parents=True, exist_ok=True)
-        emb.save(path)
-        sources["embeddings"] = f"{path} (embedded now with {sources['model']})"
-    return NotebookInputs(records=records, embeddings=emb, model=model, split_applied=applied, sources=sources)
-
-
-def _load_model(config: _InputsConfig, defaults: _InputsConfig) -> tuple[Any, str]:
-    """The MODEL (released) or RUN/CHECKPOINT model, and how to name it in ``sources``."""
-    from .training import resolve_device
-
-    device = str(resolve_device(config.device))
-    if config.model:
-        from .pretrained import load_pretrained
-
-        return load_pretrained(config.model, device=device), f"{config.model} (released CLIBD model)"
-    from .checkpoint import load_run
-
-    run = _smoke_or(config, config.run, defaults.run, "run")
-    if not Path(run).expanduser().is_dir():
-        raise ConfigError(f"RUN {run!r} is not a training run folder; run 01_quickstart or 02_train first, pass "
-                          "-p RUN FOLDER, or -p MODEL NAME for a released CLIBD model (`clibd models`)")
-    return load_run(run, config.checkpoint, device=device), f"{run} ({config.checkpoint})"
-
-
-def _records_of(embeddings) -> Any:
-    """A records table of the embedded records (labels and splits; no barcodes or images)."""
-    import pandas as pd
-
-    from .schema import CANONICAL_COLUMNS
-
-    meta = embeddings.metadata
-    return pd.DataFrame({c: (meta[c].to_numpy(dtype=object) if c in meta else pd.Series([pd.NA] * len(meta),
-                                                                                          dtype="object"))
-                         for c in CANONICAL_COLUMNS})
-
-
-# --- notebook steps -------------------------------------------------------------------------------------------
-
-
-def split_reference(embeddings, reference_splits: str | Sequence[str], query_splits: str | Sequence[str]):
-    """Divide embeddings into a reference library and queries by split name.
-
-    E.g. ``split_reference(emb, "pretrain,train,seen_keys", "test_seen,test_unseen")``: a library of the seen
-    species only, so that the unseen-species queries are truly novel to it (the novelty-detection setting).
-
-    Returns:
-        ``(reference, queries)`` EmbeddingSets; the reference keeps only records with a species label.
-
-    Raises:
-        ConfigError: an unknown split name. DataError: an empty reference or query set.
-    """
-    from .errors import DataError
-    from .schema import SPLITS
-
-    def names(value: str | Sequence[str]) -> list[str]:
-        items = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
-        bad = [v for v in items if v not in SPLITS]
-        if bad:
-            raise ConfigError(f"unknown split(s) {bad}; expected names from {list(SPLITS)}")
-        return items
-
-    meta = embeddings.metadata
-    ref = (meta[SPLIT].isin(names(reference_splits)) & meta["species"].notna()).to_numpy(dtype=bool)
-    qry = meta[SPLIT].isin(names(query_splits)).to_numpy(dtype=bool)
-    if not ref.any() or not qry.any():
-        raise DataError(f"the reference ({int(ref.sum())} labelled records in {reference_splits}) or the queries "
-                        f"({int(qry.sum())} records in {query_splits}) are empty; check the splits of the data")
-    return embeddings.subset(ref), embeddings.subset(qry)
-
-
-def is_novel(queries, reference) -> Any:
-    """(n,) bool: each query's species is absent from the reference library (unlabelled queries: False)."""
-    known = set(reference.metadata["species"].dropna())
-    species = queries.metadata["species"]
-    return (species.notna() & ~species.isin(known)).to_numpy(dtype=bool)
-
-
-def query_records(config: IdentifyNotebookConfig, records) -> Any:
-    """The records to identify: the photo ``query_image`` and/or the sequence ``query_barcode`` as new records
-    (ids ``query-image`` / ``query-barcode``), or, when neither is given, ``query_records`` example test queries
-    of the data, alternating seen and unseen species (their labels kept, to compare with the answer).
-
-    Raises:
-        ConfigError: a ``query_image`` path that does not exist.
-        DataError: a barcode that is not a DNA sequence, or no test query records to take examples from.
-    """
-    import pandas as pd
-
-    from .errors import DataError
-    from .records import normalise_records
-    from .schema import DNA, IMAGE, RECORD_ID, SPLIT_TEST_SEEN, SPLIT_TEST_UNSEEN
-
-    rows = []
-    if config.query_image:
-        path = Path(config.query_image).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"QUERY_IMAGE {config.query_image!r} is not a file")
-        rows.append({RECORD_ID: "query-image", IMAGE: str(path.resolve())})
-    if config.query_barcode:
-        rows.append({RECORD_ID: "query-barcode", DNA: config.query_barcode})
-    if rows:
-        return normalise_records(pd.DataFrame(rows), source="notebook query")
-    picks = []
-    pools = [records.index[(records[SPLIT] == s).to_numpy() & records[IMAGE].notna().to_numpy()
-                           & records[DNA].notna().to_numpy()] for s in (SPLIT_TEST_SEEN, SPLIT_TEST_UNSEEN)]
-    rng = np.random.default_rng(config.seed)
-    pools = [list(rng.permutation(p)) for p in pools]
-    while len(picks) < config.query_records and any(pools):
-        for pool in pools:
-            if pool and len(picks) < config.query_records:
-                picks.append(pool.pop(0))
-    if not picks:
-        raise DataError("DATA has no test_seen/test_unseen record with both an image and a barcode to use as an "
-                        "example query; pass -p QUERY_IMAGE PATH or -p QUERY_BARCODE SEQUENCE")
-    return records.loc[picks].reset_index(drop=True)
-
-
-def identify_queries(model, queries, reference, *, key_modality: str, k: int = 5, min_precision: float = 0.95,
-                     seed: int = 0) -> Any:
-    """Identify query records against the reference embeddings, each name reported at the finest rank whose
-    calibrated precision reaches ``min_precision`` (:mod:`clibd_toolkit.rank_calibration`), through each query
-    modality they have: a photo through ``image``, a barcode through ``dna`` (one row per query and modality).
-
-    Args:
-        model: the CLIBDModel that made ``reference``; it embeds the queries.
-        queries: query records (e.g. from :func:`query_records`).
-        reference: the reference library (EmbeddingSet).
-
-    Returns:
-        :func:`clibd_toolkit.protocol.identify_records` rows plus ``query_modality`` and ``key_modality``; the
-        calibration of each query modality is in ``.attrs["calibrations"]`` (for
-        :func:`clibd_toolkit.viz.plot_precision_coverage`).
-    """
-    import pandas as pd
-
-    from .batching import modality_present
-    from .errors import DataError
-    from .protocol import identify_records
-    from .rank_calibration import calibrate_ranks
-
-    tables, calibrations = [], {}
-    for modality in ("image", "dna"):
-        present = np.asarray(modality_present(queries, modality), dtype=bool)
-        if modality not in model.modalities or not present.any():
-            continue
-        calibration = calibrate_ranks(reference, query_modality=modality, key_modality=key_modality,
-                                      min_precision=min_precision, seed=seed)
-        table, _ = identify_records(model, queries.loc[present].reset_index(drop=True), reference,
-                                    query_modality=modality, key_modality=key_modality, k=k,
-                                    calibration=calibration, min_precision=min_precision, progress=False)
-        table.insert(1, "query_modality", modality)
-        table.insert(2, "key_modality", key_modality)
-        tables.append(table)
-        calibrations[modality] = calibration
-    if not tables:
-        raise DataError(f"no query has an input the model can embed (it has {list(model.modalities)}); give a photo "
-                        "or a barcode")
-    out = pd.concat(tables, ignore_index=True)
-    out.attrs["calibrations"] = calibrations
-    return out

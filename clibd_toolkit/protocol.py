@@ -256,3 +256,87 @@ def _is_clibd_records_hdf5(path: Path) -> bool:
 
     with h5py.File(path, "r") as fh:
         return not any(g in fh for g in ("seen", "unseen", "key"))
+
+
+def example_queries(records: pd.DataFrame, *, query_image: str = "", query_barcode: str = "", n: int = 4,
+                    seed: int = 0) -> pd.DataFrame:
+    """The records to identify: the photo ``query_image`` and/or the sequence ``query_barcode`` as new records
+    (ids ``query-image`` / ``query-barcode``), or, when neither is given, ``n`` example test queries of
+    ``records``, alternating seen and unseen species (their labels kept, to compare with the answer; drawn with
+    ``seed``).
+
+    Raises:
+        ConfigError: a ``query_image`` path that does not exist.
+        DataError: a barcode that is not a DNA sequence, or no test query records to take examples from.
+    """
+    import numpy as np
+
+    from .records import normalise_records
+    from .schema import DNA, IMAGE, SPLIT, SPLIT_TEST_SEEN, SPLIT_TEST_UNSEEN
+
+    rows = []
+    if query_image:
+        path = Path(query_image).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"QUERY_IMAGE {query_image!r} is not a file")
+        rows.append({RECORD_ID: "query-image", IMAGE: str(path.resolve())})
+    if query_barcode:
+        rows.append({RECORD_ID: "query-barcode", DNA: query_barcode})
+    if rows:
+        return normalise_records(pd.DataFrame(rows), source="notebook query")
+    picks = []
+    pools = [records.index[(records[SPLIT] == s).to_numpy() & records[IMAGE].notna().to_numpy()
+                           & records[DNA].notna().to_numpy()] for s in (SPLIT_TEST_SEEN, SPLIT_TEST_UNSEEN)]
+    rng = np.random.default_rng(seed)
+    pools = [list(rng.permutation(p)) for p in pools]
+    while len(picks) < n and any(pools):
+        for pool in pools:
+            if pool and len(picks) < n:
+                picks.append(pool.pop(0))
+    if not picks:
+        raise DataError("DATA has no test_seen/test_unseen record with both an image and a barcode to use as an "
+                        "example query; pass -p QUERY_IMAGE PATH or -p QUERY_BARCODE SEQUENCE")
+    return records.loc[picks].reset_index(drop=True)
+
+
+def identify_queries(model, queries, reference, *, key_modality: str, k: int = 5, min_precision: float = 0.95,
+                     seed: int = 0) -> Any:
+    """Identify query records against the reference embeddings, each name reported at the finest rank whose
+    calibrated precision reaches ``min_precision`` (:mod:`clibd_toolkit.rank_calibration`), through each query
+    modality they have: a photo through ``image``, a barcode through ``dna`` (one row per query and modality).
+
+    Args:
+        model: the CLIBDModel that made ``reference``; it embeds the queries.
+        queries: query records (e.g. from :func:`example_queries`).
+        reference: the reference library (EmbeddingSet).
+
+    Returns:
+        :func:`clibd_toolkit.protocol.identify_records` rows plus ``query_modality`` and ``key_modality``; the
+        calibration of each query modality is in ``.attrs["calibrations"]`` (for
+        :func:`clibd_toolkit.viz.plot_precision_coverage`).
+    """
+    import numpy as np
+
+    from .batching import modality_present
+    from .rank_calibration import calibrate_ranks
+
+    tables, calibrations = [], {}
+    for modality in ("image", "dna"):
+        present = np.asarray(modality_present(queries, modality), dtype=bool)
+        if modality not in model.modalities or not present.any():
+            continue
+        calibration = calibrate_ranks(reference, query_modality=modality, key_modality=key_modality,
+                                      min_precision=min_precision, seed=seed)
+        table, _ = identify_records(model, queries.loc[present].reset_index(drop=True), reference,
+                                    query_modality=modality, key_modality=key_modality, k=k,
+                                    calibration=calibration, min_precision=min_precision, progress=False)
+        table.insert(1, "query_modality", modality)
+        table.insert(2, "key_modality", key_modality)
+        tables.append(table)
+        calibrations[modality] = calibration
+    if not tables:
+        raise DataError(f"no query has an input the model can embed (it has {list(model.modalities)}); give a photo "
+                        "or a barcode")
+    out = pd.concat(tables, ignore_index=True)
+    out.attrs["calibrations"] = calibrations
+    return out

@@ -15,6 +15,7 @@ import pytest
 import _notebook_runs as runs
 from clibd_toolkit import notebook_params as nbp
 from clibd_toolkit.errors import ConfigError
+from clibd_toolkit.io import fresh_folder
 from clibd_toolkit.store import EmbeddingSet
 
 CONFIGS = {name: nbp.NOTEBOOK_CONFIGS[f"{name}.ipynb"] for name in runs.NAMES}
@@ -115,11 +116,11 @@ def test_fresh_folder_replaces_only_its_own_output(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "run.json").write_text("{}")
     (tmp_path / "run" / "old.txt").write_text("x")
-    assert list(nbp.fresh_folder(tmp_path / "run").iterdir()) == []
+    assert list(fresh_folder(tmp_path / "run").iterdir()) == []
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "precious.txt").write_text("x")
     with pytest.raises(ConfigError, match="not a previous output"):
-        nbp.fresh_folder(tmp_path / "other")
+        fresh_folder(tmp_path / "other")
     assert (tmp_path / "other" / "precious.txt").is_file()
 
 
