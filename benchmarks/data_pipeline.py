@@ -6,8 +6,8 @@ input size, flips, rotation up to 45 degrees) with the record's seeded generator
 measured for each preset's input size (``cpu``: 128 px, ``paper``: 224 px), in the training process
 (``workers 0``) and in 1..N DataLoader worker processes, from each source:
 
-- ``folder_1024``: the real BIOSCAN-1M well photos as they are (1024x768 JPEG files, ``../shared/data/
-  bioscan1m-raw-wells``);
+- ``folder_original``: the photos as they are (by default the real BIOSCAN-1M well photos, 1024x768 JPEG files,
+  ``../shared/data/bioscan1m-raw-wells``);
 - ``folder_256``: the same photos resized to a short side of 256 px and saved as JPEG files (quality 95) in a
   temporary folder: the size of BIOSCAN-5M's ``cropped_256`` images and of the images in CLIBD's HDF5 files;
 - ``hdf5_256``: those same JPEG bytes packed into the CLIBD HDF5 layout by the toolkit's writer in the temporary
@@ -42,11 +42,18 @@ RAW_WELLS = REPO.parent / "shared" / "data" / "bioscan1m-raw-wells" / "images"
 def photos(folder: Path, limit: int | None) -> list[Path]:
     from clibd_toolkit.errors import DataFileError
 
-    found = sorted(folder.glob("*.jpg"))
+    found = sorted(folder.rglob("*.jpg"))
     if not found:
         raise DataFileError(f"no JPEG photos in {folder}; give a folder of BIOSCAN JPEGs with --images "
                             "(../shared/data/bioscan1m-raw-wells/images in the project's data)")
     return found[:limit] if limit else found
+
+
+def pixels(path: Path) -> str:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return f"{im.size[0]}x{im.size[1]}"
 
 
 def resized_copies(sources: list[Path], out: Path, short: int = 256) -> list[Path]:
@@ -143,8 +150,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=RAW_WELLS, help="folder of real BIOSCAN JPEGs")
     parser.add_argument("--presets", nargs="+", default=["cpu", "paper"])
-    parser.add_argument("--sources", nargs="+", default=["folder_1024", "folder_256", "hdf5_256"],
-                        choices=["folder_1024", "folder_256", "hdf5_256"])
+    parser.add_argument("--sources", nargs="+", default=["folder_original", "folder_256", "hdf5_256"],
+                        choices=["folder_original", "folder_256", "hdf5_256"])
     parser.add_argument("--workers", nargs="+", type=int, default=[0, 1, 2],
                         help="DataLoader worker counts (0 = in the training process)")
     parser.add_argument("--records", type=int, default=384, help="samples per measurement (plus one batch)")
@@ -163,10 +170,11 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="clibd-data-pipeline-") as tmp:
         small = resized_copies(originals, Path(tmp) / "folder_256")
+        sizes = {"folder_original": pixels(originals[0]), "folder_256": pixels(small[0])}  # of the first photo
         n = args.records + args.batch_size  # the first batch is not timed
         sources = {}
-        if "folder_1024" in args.sources:
-            sources["folder_1024"] = records_for([str(p) for p in originals], n)
+        if "folder_original" in args.sources:
+            sources["folder_original"] = records_for([str(p) for p in originals], n)
         if "folder_256" in args.sources:
             sources["folder_256"] = records_for([str(p) for p in small], n)
         if "hdf5_256" in args.sources:
@@ -188,7 +196,7 @@ def main() -> None:
 
     emit({
         "benchmark": "data_pipeline", "images": str(args.images), "photos": len(originals),
-        "photo_pixels": "1024x768 (folder_1024), 341x256 (folder_256, hdf5_256)",
+        "photo_pixels": sizes,
         "records_timed": args.records, "batch_size": args.batch_size, "seed": args.seed,
         "what": "JPEG read + PIL decode + CLIBD training augmentation + tensor batch, as clibd train builds them",
         "results": results,
