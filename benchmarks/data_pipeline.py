@@ -157,14 +157,20 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=384, help="samples per measurement (plus one batch)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--photos", type=int, default=None, help="use only the first N photos of --images")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of the training process (DataLoader workers always run one)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="4 photos, 2 batches of 4, workers 0 and 1")
     args = parser.parse_args()
     if args.smoke:
         args.photos, args.records, args.batch_size, args.workers, args.presets = 4, 8, 4, [0, 1], ["cpu"]
 
+    import torch
+
     from clibd_toolkit.model import Preprocess
     from clibd_toolkit.presets import get_preset
+
+    torch.set_num_threads(args.threads)  # so that "workers 0" is one core too, as each worker is
 
     originals = photos(args.images, args.photos)
     results = []
