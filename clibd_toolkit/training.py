@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from .batching import make_batch, modality_present
+from .batching import modality_present
 from .checkpoint import (
     checkpoint_folder,
     list_epoch_checkpoints,
