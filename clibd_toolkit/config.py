@@ -362,7 +362,7 @@ class TrainConfig(Config):
     # default) and train on its pretrain + train part, holding out its queries and keys; True trains on every record
     all_records: bool = False
     split_seed: int = 42  # seed of that default split (evaluate's --split-seed default)
-    num_workers: int = 0  # DataLoader workers
+    num_workers: int = 0  # DataLoader worker processes building the batches (0: in-process); same results
     augment: bool = True  # image training augmentation (CLIBD: flips, rotation, random resized crop)
     eval_every: int = 1  # validate every N epochs (when the data has validation splits)
     select_metric: str = "mean_top1"  # best checkpoint: mean top-1 micro+macro accuracy on validation

@@ -112,10 +112,11 @@ class CLIBDModel(nn.Module):
         if modality not in self.encoders:
             raise ConfigError(f"this model has no {modality!r} encoder; it has {list(self.modalities)}")
         encoder = self.encoders[modality]
+        # non_blocking: a pinned batch (training's DataLoader workers on CUDA) is copied while the GPU works
         if isinstance(inputs, dict):
-            features = encoder(**{k: v.to(self.device) for k, v in inputs.items()})
+            features = encoder(**{k: v.to(self.device, non_blocking=True) for k, v in inputs.items()})
         else:
-            features = encoder(inputs.to(self.device))
+            features = encoder(inputs.to(self.device, non_blocking=True))
         return F.normalize(features.float(), dim=-1)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:

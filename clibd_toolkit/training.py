@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from .batching import make_batch, modality_present
+from .batching import modality_present
 from .checkpoint import (
     checkpoint_folder,
     list_epoch_checkpoints,
@@ -273,7 +273,9 @@ def _resume_checkpoint(run_dir: Path, model_config: ModelConfig, train_config: T
         return None
     if (run_dir / "run.json").is_file():
         saved_model, saved_train, _ = read_run_info(run_dir)
-        if saved_model != model_config or saved_train.replace(progress=train_config.progress) != train_config:
+        # how batches are built and shown may change: the results do not depend on them
+        same = saved_train.replace(progress=train_config.progress, num_workers=train_config.num_workers)
+        if saved_model != model_config or same != train_config:
             raise CheckpointError(f"--resume: {run_dir} was started with different settings; resume with the "
                                   "same preset, modalities and training options, or use a new --out folder")
     return existing[-1] if existing else None
@@ -421,33 +423,35 @@ class _Trainer:
                    disable=not (cfg.progress and self.rank == 0), leave=False)
         self.optimizer.zero_grad(set_to_none=True)
         accum, done = 0, False
-        for b in range(0, len(order), self.per_rank_batch):
-            idx = order[b: b + self.per_rank_batch]
-            if len(idx) < 2 and self.world == 1:
-                continue
-            loss = self._backward(epoch, idx, sync=accum + 1 >= cfg.grad_accum_steps or self.world == 1)
-            if loss is None:  # every record of the micro-batch but one was undecodable (on_error="skip")
-                continue
-            accum += 1
-            if accum < cfg.grad_accum_steps:
-                continue
-            step_lr = self.optimizer.param_groups[0]["lr"]  # the learning rate this step used
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scheduler.step()
-            model.clamp_logit_scale()
-            accum = 0
-            progress.global_step += 1
-            progress.history.append({"epoch": epoch + 1, "step": progress.global_step, "loss": float(loss.detach()),
-                                     "lr": step_lr, "logit_scale": float(model.scale().detach())})
-            if not math.isfinite(progress.history[-1]["loss"]):
-                bar.close()
-                self._diverged(f"the loss became {progress.history[-1]['loss']}", step_lr)
-            bar.update(1)
-            bar.set_postfix(loss=f"{progress.history[-1]['loss']:.4f}")
-            if progress.global_step >= self.total_steps:
-                done = True
-                break
+        batches = self._epoch_batches(epoch, order)
+        try:
+            for built in batches:
+                loss = self._backward(epoch, built, sync=accum + 1 >= cfg.grad_accum_steps or self.world == 1)
+                if loss is None:  # every record of the micro-batch but one was undecodable (on_error="skip")
+                    continue
+                accum += 1
+                if accum < cfg.grad_accum_steps:
+                    continue
+                step_lr = self.optimizer.param_groups[0]["lr"]  # the learning rate this step used
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                model.clamp_logit_scale()
+                accum = 0
+                progress.global_step += 1
+                progress.history.append({"epoch": epoch + 1, "step": progress.global_step,
+                                         "loss": float(loss.detach()), "lr": step_lr,
+                                         "logit_scale": float(model.scale().detach())})
+                if not math.isfinite(progress.history[-1]["loss"]):
+                    bar.close()
+                    self._diverged(f"the loss became {progress.history[-1]['loss']}", step_lr)
+                bar.update(1)
+                bar.set_postfix(loss=f"{progress.history[-1]['loss']:.4f}")
+                if progress.global_step >= self.total_steps:
+                    done = True
+                    break
+        finally:
+            batches.close()  # stops the DataLoader workers (also when max_steps ends the epoch early)
         bar.close()
         bad = [name for name, p in model.named_parameters() if not torch.isfinite(p.detach()).all()]
         if bad:
@@ -468,38 +472,45 @@ class _Trainer:
             f"training diverged at step {self.progress.global_step}: {what} (loss {last.get('loss')}, learning "
             f"rate {lr:.3g}){kept}. Lower the learning rate (--lr; now {self.cfg.lr:g}) and train again")
 
-    def _backward(self, epoch: int, idx: np.ndarray, *, sync: bool) -> torch.Tensor | None:
-        """Forward and backward of one micro-batch (record positions ``idx``); returns its loss, or None when
-        fewer than two of its records could be decoded (``on_error="skip"``: the rest are listed as rejects)."""
+    def _epoch_batches(self, epoch: int, order: np.ndarray):
+        """This rank's micro-batches of the epoch (record positions from ``order``, records found undecodable
+        earlier left out), built in ``cfg.num_workers`` DataLoader workers (0: here, one at a time); see
+        :mod:`clibd_toolkit.train_data`. A generator: close it to stop the workers."""
+        from .train_data import TrainBatches, iter_batches
+
         cfg = self.cfg
         ids = self.records[RECORD_ID].astype(str).to_numpy()
-        if self.undecodable:
-            idx = idx[~np.isin(ids[idx], list(self.undecodable))]
-        while True:
-            rngs = [np.random.default_rng([cfg.seed, epoch, int(i)]) for i in idx]
-            try:
-                batch = make_batch(self.model.preprocess, self.records.iloc[idx], self.model_config.modalities,
-                                   train=cfg.augment, rngs=rngs, text_for_all=True)
-                break
-            except DataError as exc:
-                hit = np.flatnonzero(ids[idx] == str(exc.record_id)) if exc.record_id is not None else []
-                if not len(hit):
-                    raise
-                if self.on_error != "skip":
-                    raise DataError(f"{exc}; pass --on-error skip (on_error='skip') to leave such records out of "
-                                    "training and list them in rejects.csv", record_id=exc.record_id,
-                                    value=exc.value) from None
-                if self.world > 1:  # every process must contribute the same batch size to the gathered loss
-                    raise DataError(f"{exc} (under torchrun an undecodable record cannot be skipped mid-training: "
-                                    "remove it from the data, or train it in one process)", record_id=exc.record_id,
-                                    value=exc.value) from None
-                self.undecodable.add(str(exc.record_id))
-                self.rejects.add(row=None, record_id=exc.record_id, column=IMAGE if "image" in str(exc) else "",
-                                 value=exc.value, reason=str(exc), kind="decode")
-                log.warning("left out record %s from training: %s", exc.record_id, exc)
-                idx = np.delete(idx, hit)
-                if len(idx) < 2:
-                    return None
+        plan = []
+        for b in range(0, len(order), self.per_rank_batch):
+            idx = order[b: b + self.per_rank_batch]
+            if len(idx) < 2 and self.world == 1:
+                continue
+            if self.undecodable:
+                idx = idx[~np.isin(ids[idx], list(self.undecodable))]
+            plan.append(idx)
+        dataset = TrainBatches(self.model.preprocess, self.records, self.model_config.modalities, plan,
+                               seed=cfg.seed, epoch=epoch, augment=cfg.augment, on_error=self.on_error,
+                               world=self.world)
+        return iter_batches(dataset, num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
+                            seed=_epoch_seed(cfg.seed, epoch) + self.rank)
+
+    def _backward(self, epoch: int, built, *, sync: bool) -> torch.Tensor | None:
+        """Forward and backward of one micro-batch of ``epoch`` (a :class:`~clibd_toolkit.train_data.BuiltBatch`,
+        built by :meth:`_epoch_batches`); returns its
+        loss, or None when fewer than two of its records could be decoded (``on_error="skip"``: the rest are
+        listed as rejects and left out of later epochs)."""
+        cfg = self.cfg
+        for r in built.rejected:
+            if r.record_id in self.undecodable:
+                continue
+            self.undecodable.add(r.record_id)
+            self.rejects.add(row=None, record_id=r.record_id, column=r.column, value=r.value, reason=r.reason,
+                             kind="decode")
+            log.warning("left out record %s from training (epoch %d): %s", r.record_id, epoch + 1, r.reason)
+        built.raise_error()
+        if built.batch is None:
+            return None
+        batch = built.batch
         # gradient accumulation under DDP: all-reduce only on the micro-batch that ends the step
         with (contextlib.nullcontext() if sync else self.step_module.no_sync()):
             loss = batch_loss(self.step_module, self.loss_fn, batch, self.model_config.modalities,

@@ -80,3 +80,30 @@ def test_open_world_smoke(tmp_path):
         assert sintax["known_species"]["precision"] > 0.9  # SINTAX names known species right
     else:
         assert "apt-get install vsearch" in sintax["skipped"]
+
+
+RAW_WELLS = REPO.parent / "shared" / "data" / "bioscan1m-raw-wells" / "images"
+
+
+@pytest.mark.skipif(not RAW_WELLS.is_dir(), reason="real BIOSCAN photos not present (../shared/data/bioscan1m-raw-wells)")
+def test_data_pipeline_smoke(tmp_path):
+    result = run_benchmark("data_pipeline", ["--smoke"], tmp_path)
+    assert result["benchmark"] == "data_pipeline"
+    # every source, in the training process and in a worker, built every timed record
+    runs = {(r["source"], r["workers"]): r for r in result["results"]}
+    assert set(runs) == {(s, w) for s in ("folder_original", "folder_256", "hdf5_256") for w in (0, 1)}
+    assert all(r["samples"] == result["records_timed"] and r["samples_per_s"] > 0 for r in runs.values())
+    gpu = result["gpu_jpeg_decode"]
+    assert gpu["available"] or gpu["reason"]
+
+
+@pytest.mark.skipif(not RAW_WELLS.is_dir(), reason="real BIOSCAN photos not present (../shared/data/bioscan1m-raw-wells)")
+def test_train_throughput_with_real_data_smoke(tmp_path):
+    result = run_benchmark("train_throughput", ["--smoke", "--preset", "tiny", "--real-data", str(RAW_WELLS),
+                                                "--num-workers", "1"], tmp_path)
+    real = result["real_data"]
+    assert real["images"] == len(list(RAW_WELLS.glob("*.jpg"))) and real["num_workers"] == 1
+    assert real["samples_per_s"] > 0 and 0 <= real["data_wait_fraction"] <= 1
+    assert result["real_vs_synthetic"] == pytest.approx(real["samples_per_s"] / result["samples_per_s"], rel=1e-2)
+    # without --real-data the output is what it was: synthetic inputs only
+    assert "real_data" not in run_benchmark("train_throughput", ["--smoke", "--preset", "tiny"], tmp_path)

@@ -99,6 +99,19 @@ def test_reads_official_1m_layout(official_1m):
     assert np.array_equal(got, np.asarray(Image.open(io.BytesIO(r["jpeg"])).convert("RGB")))
 
 
+def test_image_references_fetch_the_stored_bytes_and_name_bad_ones(official_1m):
+    from clibd_toolkit.readers.clibd_hdf5 import fetch_hdf5_image, hdf5_image_ref
+
+    path, groups = official_1m
+    for g in ("train_seen", "test_unseen"):
+        for i, r in enumerate(groups[g]):  # the group's datasets are looked up once, then reused
+            assert fetch_hdf5_image(hdf5_image_ref(path, g, i)) == r["jpeg"]
+    with pytest.raises(DataError, match=r"row 3 is past the end of group 'train_seen' \(3 rows\)"):
+        fetch_hdf5_image(hdf5_image_ref(path, "train_seen", 3))
+    with pytest.raises(DataError, match="has no group 'train_sen'"):
+        fetch_hdf5_image(hdf5_image_ref(path, "train_sen", 0))
+
+
 def test_reading_is_lazy_about_image_bytes(official_1m, monkeypatch):
     path, _ = official_1m
     touched = []

@@ -35,7 +35,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=defaults.precision)
     opt.add_argument("--device", default=defaults.device, help="auto (default), cpu, cuda, cuda:N, mps")
     opt.add_argument("--seed", type=int, default=defaults.seed)
-    opt.add_argument("--num-workers", type=int, default=defaults.num_workers)
+    opt.add_argument("--num-workers", type=int, default=defaults.num_workers,
+                     help="processes building the training batches (image decoding, augmentation, tokenisation) "
+                          "ahead of the step; 0 (default): in the training process. Results are the same either way")
     opt.add_argument("--no-augment", action="store_true", help="no image training augmentation")
     opt.add_argument("--max-steps", type=int, default=0, help="stop after this many optimiser steps (0: no limit)")
     opt.add_argument("--eval-every", type=int, default=defaults.eval_every, help="validate every N epochs")

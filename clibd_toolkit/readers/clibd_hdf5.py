@@ -105,18 +105,33 @@ def fetch_hdf5_image(ref: str) -> bytes:
     group, _, row_text = where.rpartition("/")
     if not sep or not group or not row_text.isdigit():
         raise DataError(f"malformed HDF5 image reference {ref!r}; expected hdf5://<file>#<group>/<row>", value=ref)
-    fh = _handle(path)
+    image, mask, n_rows = _image_datasets(path, group, ref)
     row = int(row_text)
+    if row >= n_rows:
+        raise DataError(f"{ref}: row {row} is past the end of group {group!r} ({n_rows} rows)", value=ref)
+    length = int(mask[row])
+    if length <= 0:
+        raise DataError(f"{ref}: no image stored for this record (image_mask is 0)", value=ref)
+    return image[row, :length].tobytes()
+
+
+#: (process, file, group) -> (image dataset, image_mask dataset, rows): h5py's name lookups cost ~20 times the read
+#: of one image row, so they are done once per group and process
+_DATASETS: dict[tuple[int, str, str], tuple[Any, Any, int]] = {}
+
+
+def _image_datasets(path: str, group: str, ref: str) -> tuple[Any, Any, int]:
+    fh = _handle(path)
+    key = (os.getpid(), path, group)
+    found = _DATASETS.get(key)
+    if found is not None and found[0].id.valid:
+        return found
     if group not in fh or "image" not in fh[group] or "image_mask" not in fh[group]:
         raise DataError(f"{path} has no group {group!r} with image/image_mask datasets ({ref})", value=ref)
     g = fh[group]
-    if row >= g["image_mask"].shape[0]:
-        raise DataError(f"{ref}: row {row} is past the end of group {group!r} ({g['image_mask'].shape[0]} rows)",
-                        value=ref)
-    length = int(g["image_mask"][row])
-    if length <= 0:
-        raise DataError(f"{ref}: no image stored for this record (image_mask is 0)", value=ref)
-    return g["image"][row, :length].tobytes()
+    found = (g["image"], g["image_mask"], int(g["image_mask"].shape[0]))
+    _DATASETS[key] = found
+    return found
 
 
 # --- reading ----------------------------------------------------------------------------------------------------
