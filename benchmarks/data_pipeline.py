@@ -85,8 +85,8 @@ def records_for(images: list[str], n: int):
 
 def hdf5_records(jpegs: list[Path], n: int, folder: Path):
     """``n`` records whose images are the ``jpegs`` packed into a CLIBD HDF5 file (one row each), read back."""
-    from clibd_toolkit.readers.clibd_hdf5 import write_clibd_hdf5
-    from clibd_toolkit.records import load_records
+    from clibd_toolkit.hdf5_writer import write_clibd_hdf5
+    from clibd_toolkit.readers import load_records
 
     path = write_clibd_hdf5(folder / "bioscan-256.h5", records_for([str(p) for p in jpegs], len(jpegs)),
                             metasplits=False, progress=False)

@@ -97,7 +97,8 @@ def real_records(source: Path, n: int, seed: int):
     import pandas as pd
 
     from clibd_toolkit.errors import DataFileError
-    from clibd_toolkit.records import load_records, normalise_records
+    from clibd_toolkit.readers import load_records
+    from clibd_toolkit.records import normalise_records
 
     if source.is_file():
         base = load_records(source)
