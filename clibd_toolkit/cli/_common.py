@@ -90,3 +90,12 @@ def model_provenance(args: argparse.Namespace) -> dict:
     if getattr(args, "model", None):
         return {"pretrained": str(args.model)}
     return {"run": str(args.run), "checkpoint": args.checkpoint}
+
+
+def add_overwrite_argument(parser: argparse.ArgumentParser, own: str) -> None:
+    """``--overwrite`` of a command that writes a folder: without it a non-empty ``--out`` folder holding more than
+    ``own`` (what the command itself writes there) is refused (:func:`clibd_toolkit.io.refuse_foreign_folder`)."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"write into an existing non-empty --out folder that holds more than {own} (files of "
+                             "the same names are replaced); without it such a folder is refused")
+

@@ -15,6 +15,7 @@ from ..cluster import (
 from ..errors import ConfigError
 from ..schema import MODALITIES
 from ..store import EmbeddingSet
+from ._common import add_overwrite_argument
 
 
 def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,9 +41,7 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="UMAP seed")
     parser.add_argument("--max-records", type=int, default=MAX_AGGLOMERATIVE_RECORDS,
                         help="refuse agglomerative clustering above this many records (O(n^2) memory)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into an existing non-empty --out folder that holds other files than a clustering's (files of "
-                             "the same names are replaced); without it such a folder is refused")
+    add_overwrite_argument(parser, "a clustering's files")
 
 
 def run_cluster(args: argparse.Namespace) -> int:

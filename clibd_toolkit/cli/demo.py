@@ -15,6 +15,7 @@ from ..demo import (
     summarise,
     write_index,
 )
+from ._common import add_overwrite_argument
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,9 +31,7 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel that runs the notebooks")
     parser.add_argument("--cell-timeout", type=int, default=None, help="seconds allowed per notebook cell")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into an existing non-empty --out folder that is not a demo's (files of the same "
-                             "names are replaced); without it such a folder is refused")
+    add_overwrite_argument(parser, "a demo's files")
     parser.add_argument("--only", default=None,
                         help=f"comma-separated subset of the notebooks to run (default: all of {list(DEMO_NOTEBOOKS)})")
 

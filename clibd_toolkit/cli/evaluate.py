@@ -13,6 +13,7 @@ from ..protocol import (
     read_train_ids,
     write_evaluation,
 )
+from ._common import add_overwrite_argument
 
 #: what ``clibd evaluate`` writes in its --out folder (a folder holding only these is its own earlier output)
 EVALUATION_FILES: tuple[str, ...] = ("metrics.json", "per_taxon.csv", "table.txt", "summary.json", "novelty.json",
@@ -39,9 +40,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="data without a split column: seed of the default CLIBD-style split (default: the one "
                              "--run trained with, as recorded in its run.json, else 42)")
     parser.add_argument("--no-novelty", action="store_true", help="skip the novelty-detection scores")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into an existing non-empty --out folder that holds other files than an evaluation's (files of "
-                             "the same names are replaced); without it such a folder is refused")
+    add_overwrite_argument(parser, "an evaluation's files")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-progress", action="store_true")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..pretrain import PretrainConfig, pretrain_dna
+from ._common import add_overwrite_argument
 
 #: what ``clibd pretrain-dna`` writes in its --out folder (a folder holding only these is its own earlier output)
 PRETRAIN_FILES: tuple[str, ...] = ("dna_encoder.safetensors", "pretrain.json", "data-rejects.csv")
@@ -30,9 +31,7 @@ def add_pretrain_dna_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=d.device)
     parser.add_argument("--keep-duplicates", action="store_true", help="pretrain on identical barcodes repeatedly")
     parser.add_argument("--half", action="store_true", help="store float16 weights (half the file size)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into an existing non-empty --out folder that holds other files than a pretrained DNA encoder's (files of "
-                             "the same names are replaced); without it such a folder is refused")
+    add_overwrite_argument(parser, "a pretrained DNA encoder's files")
     parser.add_argument("--no-progress", action="store_true")
 
 

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from ..report import DEFAULT_KERNEL, run_and_export
+from ._common import add_overwrite_argument
 
 
 def _parse_value(text: str) -> Any:
@@ -40,9 +41,7 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kernel", default=DEFAULT_KERNEL, help=f"Jupyter kernel (default {DEFAULT_KERNEL})")
     parser.add_argument("--cell-timeout", type=int, default=None, help="seconds allowed per cell (default: none)")
     parser.add_argument("--hide-input", action="store_true", help="leave the code out of the HTML report")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into an existing non-empty --out folder that holds more than notebooks/ and "
-                             "reports/ (files of the same names are replaced); without it such a folder is refused")
+    add_overwrite_argument(parser, "notebooks/ and reports/")
 
 
 def run_report(args: argparse.Namespace) -> int:
