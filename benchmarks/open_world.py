@@ -15,6 +15,10 @@ Methods:
 - ``kmer/novelty``: the same vectors with the previous rule (leave-species-out similarity thresholds with a 5 %
   false-novel rate, back-off; :func:`clibd_toolkit.identification.calibrate_novelty`);
 - ``clibd/rank``: with ``--run RUN``, a trained toolkit run's DNA embeddings with the per-rank naming;
+- ``clibd+kmer/rank``: with ``--run RUN``, joint vectors, the run's DNA embedding and the 5-mer profile side by
+  side, scaled so that their cosine is ``--joint-weight`` x the embedding's cosine + the rest x the 5-mer cosine
+  (an experiment: sequence identity as extra evidence for barcode-to-barcode naming), the same per-rank naming
+  (its ``embed_reference_s`` leaves out the model's embedding, shared with ``clibd/rank``);
 - ``sintax``: ``vsearch --sintax`` (bootstrap cutoff ``--sintax-cutoff``, default 0.8) against the same reference,
   when ``vsearch`` is installed (Debian: ``apt-get install vsearch``); otherwise reported as skipped with that hint.
 
@@ -139,11 +143,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sintax-cutoff", type=float, default=0.8)
     parser.add_argument("--threads", type=int, default=2, help="vsearch threads (torch uses its default)")
     parser.add_argument("--run", default=None, help="a toolkit run (clibd train --out) to evaluate as clibd/rank")
+    parser.add_argument("--joint-weight", type=float, default=0.5,
+                        help="clibd+kmer/rank: weight of the run's embedding cosine (the rest: the 5-mer cosine)")
     parser.add_argument("--limit", type=int, default=0, help="use only this many records (quick runs)")
     parser.add_argument("--no-sintax", action="store_true")
     parser.add_argument("--write-training-data", default=None, metavar="FILE",
                         help="write the records to train a --run on (the reference minus held-out taxa; CSV) and stop")
     args = parser.parse_args(argv)
+    if not 0 < args.joint_weight < 1:
+        parser.error(f"--joint-weight got {args.joint_weight}; expected a number in (0, 1), e.g. 0.5")
 
     import clibd_toolkit as ctk
     from bold_protocol import kmer_vectors
@@ -207,9 +215,21 @@ def main(argv: list[str] | None = None) -> dict:
 
         model = ctk.load_run(args.run)
         trained = read_train_ids(args.run)
-        toolkit("clibd/rank", lambda: extract_embeddings(model, reference, modalities=["dna"],
-                                                         progress=False).vectors["dna"],
-                lambda: extract_embeddings(model, queries, modalities=["dna"], progress=False).vectors["dna"], "rank",
+        cache: dict[str, np.ndarray] = {}
+
+        def embedded(frame: pd.DataFrame, name: str) -> np.ndarray:  # each set embedded once, used by both methods
+            if name not in cache:
+                cache[name] = extract_embeddings(model, frame, modalities=["dna"], progress=False).vectors["dna"]
+            return cache[name]
+
+        def joint(frame: pd.DataFrame, name: str) -> np.ndarray:  # cos = w cos(embedding) + (1 - w) cos(5-mer)
+            w = args.joint_weight
+            kmer = kmer_vectors(frame.dna_barcode.tolist())
+            return np.concatenate([np.sqrt(w) * embedded(frame, name), np.sqrt(1 - w) * kmer], axis=1).astype("f4")
+
+        toolkit("clibd/rank", lambda: embedded(reference, "reference"), lambda: embedded(queries, "queries"), "rank",
+                trained_ids=trained)
+        toolkit("clibd+kmer/rank", lambda: joint(reference, "reference"), lambda: joint(queries, "queries"), "rank",
                 trained_ids=trained)
         if trained is None or trained >= set(reference["record_id"]):
             results["clibd/rank"]["warning"] = ("the run trained on every reference record: its calibration is "
