@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
             lambda: kmer_vectors(queries.dna_barcode.tolist()), "novelty")
     if args.run:
         from clibd_toolkit.embed import extract_embeddings
-        from clibd_toolkit.protocol import read_train_ids
+        from clibd_toolkit.training_setup import read_train_ids
 
         model = ctk.load_run(args.run)
         trained = read_train_ids(args.run)

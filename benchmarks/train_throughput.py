@@ -1,7 +1,7 @@
 """Training step throughput: samples/s and model FLOP utilisation of the toolkit's contrastive training step.
 
 One step = the forward of every encoder on a batch, the CLIBD contrastive loss (three modality pairs), the
-backward pass and an AdamW update: exactly :func:`clibd_toolkit.training.batch_loss` + backward + ``optimizer.step``
+backward pass and an AdamW update: exactly :func:`clibd_toolkit.train_step.batch_loss` + backward + ``optimizer.step``
 as :func:`clibd_toolkit.training.train` runs them (bf16 autocast when ``--precision bf16``), with random weights and
 synthetic inputs of the preset's real shapes already on the device (data loading is excluded): images
 (B, 3, S, S), random 658-nt barcodes as the preset preprocesses them (k-mer ids (B, 133), mask, and the k-mer bag
@@ -172,7 +172,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from clibd_toolkit.loss import ContrastiveLoss
-    from clibd_toolkit.training import batch_loss, resolve_device, wrap_for_training
+    from clibd_toolkit.distributed import resolve_device
+    from clibd_toolkit.train_step import batch_loss, wrap_for_training
 
     device = resolve_device(args.device)
     on_cuda = device.type == "cuda"
@@ -271,7 +272,7 @@ def time_real_data(args, step_module, optimizer, loss_fn, model, cfg, device, bf
 
     from clibd_toolkit.encoders.text import HashingTokenizer
     from clibd_toolkit.train_data import TrainBatches, iter_batches
-    from clibd_toolkit.training import batch_loss
+    from clibd_toolkit.train_step import batch_loss
 
     tokenizer = model.preprocess.text_tokenizer
     stand_in = isinstance(tokenizer, _VocabOnly)

@@ -1,4 +1,5 @@
-"""torch.distributed process groups for runs launched by ``torchrun`` (or SLURM through torchrun).
+"""torch.distributed process groups for runs launched by ``torchrun`` (or SLURM through torchrun), and the device
+each process runs on (:func:`resolve_device`).
 
 ``torchrun --nproc_per_node N -m clibd_toolkit.cli train ...`` starts N processes with ``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` in their environment. :func:`init_distributed` joins them into
@@ -148,3 +149,25 @@ def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
         for tensor in list(module.state_dict().values()):
             if torch.is_tensor(tensor):
                 dist.broadcast(tensor, src)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda (LOCAL_RANK under torchrun), else mps, else cpu; explicit names are checked."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} was asked for but CUDA is not available; use device='auto' or 'cpu'")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("device 'mps' was asked for but is not available; use device='auto' or 'cpu'")
+    return torch.device(device)
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size); (0, 1) when not distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1

@@ -96,7 +96,7 @@ def resolve_inputs(config: _InputsConfig, *, need_model: bool = False, progress:
 
 def _load_model(config: _InputsConfig, defaults: _InputsConfig) -> tuple[Any, str]:
     """The MODEL (released) or RUN/CHECKPOINT model, and how to name it in ``sources``."""
-    from .training import resolve_device
+    from .distributed import resolve_device
 
     device = str(resolve_device(config.device))
     if config.model:

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import math
 import os
 import tempfile
 from collections.abc import Collection
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
+
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -204,4 +208,22 @@ def fresh_folder(path: str | Path, *, marker: str = "run.json") -> Path:
                               "another OUTPUT_DIR or remove it")
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_json(obj: Any, path: str | Path) -> Path:
+    """Write ``obj`` as indented JSON, atomically (NaN -> null); returns the path."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        if isinstance(value, dict):
+            return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        if isinstance(value, np.generic):
+            return clean(value.item())
+        return value
+
+    path = Path(path)
+    atomic_write_text(path, json.dumps(clean(obj), indent=1, default=str) + "\n")
     return path

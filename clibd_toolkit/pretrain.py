@@ -121,7 +121,7 @@ def pretrain_dna(barcodes: Sequence[str], config: PretrainConfig, out_dir: str |
     from tqdm.auto import tqdm
 
     from .io import atomic_path, atomic_write_text
-    from .training import resolve_device
+    from .distributed import resolve_device
 
     seqs = [s for s in barcodes if isinstance(s, str)]
     n_given = len(seqs)

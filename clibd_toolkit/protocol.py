@@ -149,16 +149,6 @@ def write_evaluation(evaluation: ModelEvaluation, out_dir: str | Path, config: d
     return paths
 
 
-def read_train_ids(run_dir: str | Path) -> set[str] | None:
-    """Record ids a run trained on (``train_records.txt``), or None for a run folder without the file."""
-    from .training import TRAIN_IDS_FILE
-
-    path = Path(run_dir) / TRAIN_IDS_FILE
-    if not path.is_file():
-        return None
-    return {line for line in path.read_text().splitlines() if line}
-
-
 # --- identification ---------------------------------------------------------------------------------------------
 
 

@@ -4,13 +4,17 @@ resume, best checkpoint by validation metric, bf16 autocast on GPU, gradient acc
 Determinism: the record order of each epoch, every augmentation and every dropout mask derive from
 ``(seed, epoch)``, so a run killed at any point and resumed with ``resume=True`` redoes the interrupted epoch from
 the last complete checkpoint and ends with the same weights as an uninterrupted run (on CPU).
+
+The pieces around the loop live beside it: :mod:`clibd_toolkit.training_setup` (the records to train on, checked,
+and the run folder), :mod:`clibd_toolkit.train_step` (one step, single process or DDP) and
+:mod:`clibd_toolkit.distributed` (process groups, :func:`~clibd_toolkit.distributed.resolve_device`);
+``resolve_device``, ``check_trainable`` and ``TRAIN_IDS_FILE`` are importable from here as well.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,27 +24,32 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from .batching import modality_present
 from .checkpoint import (
     checkpoint_folder,
     list_epoch_checkpoints,
     load_model_state,
     load_trainer_state,
     prune_checkpoints,
-    read_run_info,
     save_checkpoint,
     write_run_info,
 )
 from .config import ModelConfig, TrainConfig
-from .distributed import broadcast_module, distributed_session
-from .errors import CheckpointError, ConfigError, DataError
+from .distributed import broadcast_module, dist_info, distributed_session, resolve_device  # noqa: F401
+from .errors import CheckpointError, ConfigError
 from .loss import ContrastiveLoss
 from .model import CLIBDModel
 from .records import Rejects, check_records
-from .schema import DNA, IMAGE, RECORD_ID
+from .schema import RECORD_ID
+from .train_step import batch_loss, rank_slice, wrap_for_training
+from .training_setup import (  # noqa: F401
+    TRAIN_IDS_FILE,
+    check_trainable,
+    resume_checkpoint,
+    training_records,
+    write_train_ids,
+)
 
 log = logging.getLogger(__name__)
-TRAIN_IDS_FILE = "train_records.txt"
 
 
 @dataclass
@@ -60,31 +69,6 @@ class TrainResult:
     rejected: int = 0
 
 
-# --- devices and distributed --------------------------------------------------------------------------------
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda (LOCAL_RANK under torchrun), else mps, else cpu; explicit names are checked."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} was asked for but CUDA is not available; use device='auto' or 'cpu'")
-    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("device 'mps' was asked for but is not available; use device='auto' or 'cpu'")
-    return torch.device(device)
-
-
-def dist_info() -> tuple[int, int]:
-    """(rank, world size); (0, 1) when not distributed."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
@@ -92,59 +76,6 @@ def _seed_everything(seed: int) -> None:
 
 def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
-
-
-# --- data checks --------------------------------------------------------------------------------------------
-
-
-def check_trainable(records: pd.DataFrame, modalities: tuple[str, ...], k: int, *, on_error: str = "raise",
-                    rejects: Rejects | None = None) -> pd.DataFrame:
-    """Find every record that cannot be trained on (barcode shorter than one k-mer, missing image file or one that
-    is no image at all (its header is read), no modality of the model at all), before any compute is spent. Raises one DataError listing all of them, or
-    with ``on_error="skip"`` leaves them out and adds each to ``rejects``."""
-    problems: list[tuple[int, str, str, Any, str]] = []
-    ids = records[RECORD_ID].tolist()
-    if "dna" in modalities:
-        for i, seq in enumerate(records[DNA].tolist()):
-            if isinstance(seq, str) and len(seq) < k:
-                problems.append((i, ids[i], DNA, seq, f"barcode is {len(seq)} nt, shorter than one {k}-mer"))
-    if "image" in modalities:
-        from PIL import Image
-
-        for i, img in enumerate(records[IMAGE].tolist()):
-            if not isinstance(img, str) or "://" in img:
-                continue
-            if not Path(img).is_file():
-                problems.append((i, ids[i], IMAGE, img, "image file does not exist"))
-                continue
-            try:  # the header only (cheap): a file that is no image at all fails here, not mid-training
-                with Image.open(img) as im:
-                    im.size  # noqa: B018
-            except Exception as exc:  # noqa: BLE001 - PIL raises many kinds for a bad file
-                problems.append((i, ids[i], IMAGE, img, f"not an image PIL can read ({type(exc).__name__})"))
-    usable = np.zeros(len(records), dtype=bool)
-    for m in modalities:
-        if m != "text":
-            usable |= modality_present(records, m)
-    if set(modalities) <= {"text"}:
-        usable[:] = True
-    for i in np.flatnonzero(~usable):
-        problems.append((int(i), ids[i], "/".join(m for m in modalities if m != "text"), None,
-                         f"record has none of the model's input modalities {list(modalities)}"))
-    if not problems:
-        return records
-    if on_error == "raise":
-        listed = "; ".join(f"{rid}: {reason}" for _, rid, _, _, reason in problems[:10])
-        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
-        raise DataError(f"{len(problems)} record(s) cannot be used for training: {listed}{more}. Fix them, or pass "
-                        "on_error='skip' (--on-error skip) to leave them out and list them in a rejects file",
-                        record_id=problems[0][1])
-    bad = np.zeros(len(records), dtype=bool)
-    for i, rid, col, value, reason in problems:
-        if not bad[i]:
-            rejects.add(row=i, record_id=rid, column=col, value=value, reason=reason)
-        bad[i] = True
-    return records.loc[~bad].reset_index(drop=True)
 
 
 # --- validation ---------------------------------------------------------------------------------------------
@@ -163,8 +94,6 @@ def _validation_metric(model: CLIBDModel, records: pd.DataFrame) -> tuple[float 
     if not keys.any() or not queries.any():
         return None, {}
     subset = records.loc[keys | queries].reset_index(drop=True)
-    from .records import Rejects
-
     undecodable = Rejects()  # validation is a side measurement: a record whose image fails is left out, and said
     emb = extract_embeddings(model, subset, progress=False, rejects=undecodable)
     if len(undecodable):
@@ -229,8 +158,8 @@ def _train(records: pd.DataFrame, model_config: ModelConfig, train_config: Train
     if len(model_config.modalities) < 2:
         raise ConfigError("contrastive training needs at least two modalities; the model has "
                           f"{list(model_config.modalities)}")
-    resume_from = _resume_checkpoint(run_dir, model_config, train_config, resume)
-    records, train_records, rejects, split_info = _training_records(records, model_config, train_config, run_dir,
+    resume_from = resume_checkpoint(run_dir, model_config, train_config, resume)
+    records, train_records, rejects, split_info = training_records(records, model_config, train_config, run_dir,
                                                                     on_error, rank=rank, world=world)
     n_rejected = len(rejects)
     trainer = _Trainer(model_config, train_config, train_records, rank=rank, world=world, on_error=on_error,
@@ -245,9 +174,7 @@ def _train(records: pd.DataFrame, model_config: ModelConfig, train_config: Train
         info = {"n_records": len(records), "n_train": len(train_records), "n_rejected": n_rejected, **split_info,
                 **(data_info or {})}
         write_run_info(run_dir, model_config, train_config, info)
-        from .io import atomic_write_text
-
-        atomic_write_text(run_dir / TRAIN_IDS_FILE, "\n".join(map(str, train_records[RECORD_ID])) + "\n")
+        write_train_ids(run_dir, train_records[RECORD_ID])
     trainer.step_module = wrap_for_training(trainer.model, trainer.device)  # DDP under torchrun
 
     done = trainer.progress.global_step >= trainer.total_steps
@@ -259,76 +186,6 @@ def _train(records: pd.DataFrame, model_config: ModelConfig, train_config: Train
         if world > 1:
             dist.barrier()
     return trainer.finish(run_dir)
-
-
-def _resume_checkpoint(run_dir: Path, model_config: ModelConfig, train_config: TrainConfig,
-                       resume: bool) -> Path | None:
-    """The newest complete epoch checkpoint to resume from (None: start afresh), after checking that ``run_dir``
-    may be used: a resumed run must have been started with the same settings, a new one needs an empty folder."""
-    existing = list_epoch_checkpoints(run_dir)
-    if not resume:
-        if existing:
-            raise CheckpointError(f"{run_dir} already holds a training run; pass --resume to continue it or choose a "
-                                  "new --out folder")
-        return None
-    if (run_dir / "run.json").is_file():
-        saved_model, saved_train, _ = read_run_info(run_dir)
-        # how batches are built and shown may change: the results do not depend on them
-        same = saved_train.replace(progress=train_config.progress, num_workers=train_config.num_workers)
-        if saved_model != model_config or same != train_config:
-            raise CheckpointError(f"--resume: {run_dir} was started with different settings; resume with the "
-                                  "same preset, modalities and training options, or use a new --out folder")
-    return existing[-1] if existing else None
-
-
-def _training_records(records: pd.DataFrame, model_config: ModelConfig, train_config: TrainConfig, run_dir: Path,
-                      on_error: str, *, rank: int, world: int) -> tuple[pd.DataFrame, pd.DataFrame, Rejects,
-                                                                        dict[str, Any]]:
-    """The records to train on, checked for trainability: the ``pretrain`` + ``train`` splits of the data's split
-    column; without one, of the seeded default split that ``clibd evaluate`` applies (so that its queries and keys
-    are held out), or every record when ``train_config.all_records``. Returns the records with their splits (for
-    validation), the training records, the rejected ones (listed in ``run_dir/rejects.csv``) and what was done
-    about splits (for ``run.json``)."""
-    from .splits import SplitConfig, ensure_splits, has_splits, split_summary, train_mask
-
-    had_splits = has_splits(records)
-    info: dict[str, Any] = {"splits_from_data": had_splits, "default_split_applied": False, "split_seed": None}
-    if had_splits:
-        train_records = records.loc[train_mask(records)].reset_index(drop=True)
-    elif train_config.all_records:
-        train_records = records
-        if rank == 0:
-            log.warning("the data has no split column and all_records is set: training on all %d records, with no "
-                        "validation (the best checkpoint is the last); an evaluation on this data is optimistic",
-                        len(records))
-    else:
-        records, _ = ensure_splits(records, SplitConfig(seed=train_config.split_seed))
-        info.update(default_split_applied=True, split_seed=train_config.split_seed)
-        train_records = records.loc[train_mask(records)].reset_index(drop=True)
-        if train_records.empty:
-            counts = split_summary(records)
-            raise DataError(
-                f"the data has no split column and the default CLIBD-style split (seed {train_config.split_seed}) "
-                f"leaves no training records: species with fewer than {SplitConfig().tail_threshold} records are "
-                "all held out as unseen (" + ", ".join(f"{r.split}: {r.n_records}" for r in counts.itertuples()
-                                                      if r.split != "total")
-                + "); give the data a split column (clibd_toolkit.splits.assign_splits), or train on every record "
-                "with --all-records (TrainConfig.all_records) and expect optimistic evaluations")
-        if rank == 0:
-            log.warning("the data has no split column: applied the default CLIBD-style split (seed %d), as `clibd "
-                        "evaluate` does; training on its %d pretrain + train records of %d (its queries and keys are "
-                        "held out; --all-records trains on every record)", train_config.split_seed,
-                        len(train_records), len(records))
-    rejects = Rejects()
-    train_records = check_trainable(train_records, model_config.modalities, model_config.dna_k, on_error=on_error,
-                                    rejects=rejects)
-    if len(rejects) and rank == 0:
-        rejects.save(run_dir / "rejects.csv")
-        log.warning("left out %d unusable records, listed in %s", len(rejects), run_dir / "rejects.csv")
-    if len(train_records) < max(2, world):
-        raise DataError(f"only {len(train_records)} training record(s); contrastive training needs at least 2 (and "
-                        f"one per process: {world})")
-    return records, train_records, rejects, info
 
 
 @dataclass
@@ -565,114 +422,3 @@ class _Trainer:
                            history=pd.DataFrame(progress.history), best_epoch=progress.best_epoch,
                            best_metric=progress.best_metric, val_metrics=progress.val_metrics,
                            rejected=len(self.rejects))
-
-
-# --- one training step, single process or DDP ------------------------------------------------------------
-
-
-class TrainStep(torch.nn.Module):
-    """The module DDP wraps: the encoders *and* the logit scale in one forward.
-
-    DDP all-reduces the gradient of a parameter only if it is reached from the forward's outputs; the learned
-    temperature is used by the loss, so it is returned from here rather than read from the model outside forward
-    (which breaks DDP's unused-parameter bookkeeping).
-    """
-
-    def __init__(self, model: CLIBDModel):
-        super().__init__()
-        self.model = model
-
-    def forward(self, inputs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        return self.model(inputs), self.model.scale()
-
-
-def wrap_for_training(model: CLIBDModel, device: torch.device) -> torch.nn.Module:
-    """:class:`TrainStep` around ``model``, inside DistributedDataParallel when a process group of >1 ranks exists.
-
-    DDP broadcasts rank 0's weights at construction, so every rank starts from the same model.
-    """
-    step = TrainStep(model)
-    _, world = dist_info()
-    if world == 1:
-        return step
-    # every encoder runs at every step (see batch_loss), so DDP needs the per-step search for unused parameters
-    # (an extra autograd-graph traversal) only if some trainable weight is never used by a forward at all
-    return torch.nn.parallel.DistributedDataParallel(
-        step, device_ids=[device.index] if device.type == "cuda" else None,
-        find_unused_parameters=bool(unused_parameters(model)))
-
-
-def unused_parameters(model: CLIBDModel) -> list[str]:
-    """Names of trainable weights that get no gradient from a forward of every encoder (one placeholder input each).
-
-    Runs in eval mode (no batch-norm statistics or dropout state change) and leaves no gradients behind.
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        feats = model({m: _placeholder_inputs(model, m) for m in model.modalities})
-        total = sum(f.float().sum() for f in feats.values()) + model.scale()
-        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        grads = torch.autograd.grad(total, [p for _, p in params], allow_unused=True)
-        return [n for (n, _), g in zip(params, grads) if g is None]
-    finally:
-        model.train(was_training)
-
-
-def rank_slice(order: np.ndarray, n_used: int, rank: int, world: int) -> np.ndarray:
-    """This rank's records of an epoch permutation: every ``world``-th of its first ``n_used`` (DistributedSampler).
-
-    Local batch ``b`` of all ranks together is then exactly records ``order[b*B*world:(b+1)*B*world]``, the global
-    batch a single process with batch ``B*world`` would take. With fewer records than one global batch, all
-    ranks get the same number of records (a multiple of ``world`` is used), as the feature gather needs.
-    """
-    if len(order) < n_used or n_used == 0:
-        n_used = len(order) - len(order) % world if world > 1 else len(order)
-    return order[:n_used][rank::world]
-
-
-def _placeholder_inputs(model: CLIBDModel, modality: str) -> Any:
-    """One dummy input of ``modality`` (used when a rank's batch lacks the modality; see :func:`batch_loss`)."""
-    if modality == "dna":
-        return model.preprocess.dna(["A" * model.config.dna_k], ["placeholder"])
-    if modality == "image":
-        size = model.config.image_size
-        return torch.zeros(1, 3, size, size)
-    return model.preprocess.text([""])
-
-
-def batch_loss(step_module: torch.nn.Module, loss_fn: ContrastiveLoss, batch, modalities: tuple[str, ...], *,
-               device: torch.device, bf16: bool = False) -> torch.Tensor:
-    """Contrastive loss of one (local) batch; under DDP the loss of the global batch (features gathered).
-
-    Under DDP every rank must build the same autograd graph, or the collectives of the backward pass (DDP's
-    all-reduce, the all-gather's backward) pair up differently on different ranks and hang. So when this rank's
-    batch has no record of a modality that others may have, its encoder still runs on one placeholder input
-    whose output enters the loss multiplied by zero (no effect on values or gradients).
-    """
-    _, world = dist_info()
-    model = step_module.module.model if hasattr(step_module, "module") else step_module.model
-    present = {m: batch.present[m] for m in modalities}
-    inputs = {m: batch.inputs[m] for m in modalities if bool(present[m].any())}
-    placeholders = [m for m in modalities if m not in inputs and world > 1]
-    for m in placeholders:
-        inputs[m] = _placeholder_inputs(model, m)
-    n = len(batch)
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-        feats, scale = step_module(inputs)
-        full = {}
-        for m in modalities:
-            if m in placeholders:
-                full[m] = feats[m].new_zeros((n, feats[m].shape[1])) + 0.0 * feats[m].sum()
-            elif m in feats:
-                full[m] = _scatter_zero(feats[m], present[m])
-            else:
-                full[m] = torch.zeros(n, model.config.embed_dim, device=device)
-        return loss_fn(full, scale, {m: present[m].to(device) for m in modalities})
-
-
-def _scatter_zero(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(k, d) features of the present rows -> (n, d) with zero rows elsewhere (masked out of the loss)."""
-    out = values.new_zeros((mask.shape[0], values.shape[1]))
-    out[mask.to(values.device)] = values
-    return out

@@ -69,7 +69,7 @@ def _step_grads(model, batch_records: pd.DataFrame) -> tuple[float, dict[str, to
     """Loss and gradients of one step through the training code (``batch_loss`` + DDP when distributed)."""
     from clibd_toolkit.batching import make_batch
     from clibd_toolkit.loss import ContrastiveLoss
-    from clibd_toolkit.training import batch_loss, wrap_for_training
+    from clibd_toolkit.train_step import batch_loss, wrap_for_training
 
     step = wrap_for_training(model, torch.device("cpu"))
     model.zero_grad(set_to_none=True)
@@ -93,7 +93,7 @@ def _worker(out: Path) -> None:
     import clibd_toolkit.training as train_module
     from clibd_toolkit.distributed import distributed_session
     from clibd_toolkit.model import CLIBDModel
-    from clibd_toolkit.training import rank_slice
+    from clibd_toolkit.train_step import rank_slice
 
     with distributed_session() as info:
         assert info.world_size == WORLD and info.backend == "gloo"
@@ -181,7 +181,7 @@ def test_ddp_run_writes_one_run_folder_from_rank_zero(torchrun_out):
 
 
 def test_rank_slice_reproduces_the_global_batches():
-    from clibd_toolkit.training import rank_slice
+    from clibd_toolkit.train_step import rank_slice
 
     order = np.random.default_rng(0).permutation(50)
     per_rank, world = 4, 3

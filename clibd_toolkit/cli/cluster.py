@@ -82,7 +82,7 @@ def _cluster_input(args: argparse.Namespace) -> EmbeddingSet:
     if not args.data or not (args.run or args.model):
         raise ConfigError("clibd cluster needs --embeddings FILE, or --data DATA with --run RUN or --model NAME|PATH")
     from ..embed import extract_embeddings
-    from ..training import resolve_device
+    from ..distributed import resolve_device
     from ._common import load_data, load_model
 
     model = load_model(args, device=str(resolve_device("auto")))

@@ -98,7 +98,7 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def _embed(args: argparse.Namespace, shard: tuple[int, int] | None, progress: bool) -> EmbedSummary:
-    from ..training import resolve_device
+    from ..distributed import resolve_device
     from ._common import load_model, model_provenance
 
     model = load_model(args, device=str(resolve_device(args.device)))

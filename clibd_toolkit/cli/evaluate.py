@@ -10,9 +10,9 @@ from ..evaluate import EvalConfig, format_table
 from ..protocol import (
     evaluate_embedding_set,
     evaluate_model,
-    read_train_ids,
     write_evaluation,
 )
+from ..training_setup import read_train_ids
 from ._common import add_overwrite_argument
 
 #: what ``clibd evaluate`` writes in its --out folder (a folder holding only these is its own earlier output)
@@ -49,7 +49,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     """``clibd evaluate``: the CLIBD protocol for a run on a dataset, written to ``--out``."""
     from ..checkpoint import read_run_info
-    from ..training import resolve_device
+    from ..distributed import resolve_device
     from ._common import load_data, load_model, model_provenance
 
     pairs = args.pairs if args.pairs in ("all", "official") else tuple(

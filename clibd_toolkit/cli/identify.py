@@ -13,9 +13,9 @@ from ..protocol import (
     identify_records,
     load_calibration,
     load_queries,
-    read_train_ids,
 )
 from ..schema import RANKS
+from ..training_setup import read_train_ids
 
 
 def add_identify_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +52,7 @@ def run_identify(args: argparse.Namespace) -> int:
     from ..embedding_files import load_embeddings
     from ..io import atomic_path
     from ..readers import read_records
-    from ..training import resolve_device
+    from ..distributed import resolve_device
     from ._common import load_model
 
     if args.k < 1:
