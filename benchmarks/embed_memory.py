@@ -2,7 +2,7 @@
 
 Streaming claim (issue 6): reading, embedding and writing never hold the whole dataset, so the 1M run's peak
 resident memory must stay within 1.5x the 100k run's. Each size runs `clibd embed` in its own process (the same
-argument parser and run function as the CLI: :func:`clibd_toolkit.embed.run_embed`), and its peak RSS is read from
+argument parser and run function as the CLI: :func:`clibd_toolkit.cli.embed.run_embed`), and its peak RSS is read from
 the kernel (``wait4`` rusage) — the whole process: Python, torch, the model, reader chunks, writer buffers.
 
 Inputs: ``tiny`` preset with random weights (seeded) embedding the ``dna`` modality, batch 256, reader chunks of

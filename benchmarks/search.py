@@ -109,7 +109,7 @@ def main() -> None:
         with PeakRSS() as mem:
             t, (ex_scores, ex_idx) = timed(lambda: exact.search(queries, args.k))
         exact_s.append(t)
-        t, (fs_scores, fs_idx) = timed(lambda: flat.search(queries, args.k))
+        t, (fs_scores, fs_idx) = timed(lambda index=flat: index.search(queries, args.k))
         faiss_s.append(t)
     agree = float(np.mean(ex_idx[:, 0] == fs_idx[:, 0]))
     exact_qps = args.queries / statistics.median(exact_s)

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 import clibd_toolkit as ctk
-from clibd_toolkit.config import TrainConfig
 from clibd_toolkit.splits import assign_splits
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
