@@ -5,7 +5,8 @@ default CLIBD-style split (seed 42: 20 % of common species unseen, rare species 
 
 Methods (rows of the table):
 
-- (a) ``kmer_knn``: classical 5-mer frequency vectors (overlapping 5-mers, counts, L2-normalised), cosine kNN;
+- (a) ``kmer_knn``: classical 5-mer frequency vectors (overlapping 5-mers, counts, L2-normalised;
+  :func:`clibd_toolkit.kmers.kmer_profiles`), cosine kNN;
 - (b) ``no_alignment``: the ``cpu`` preset's encoders (pretrained DNA + text backbones) with their new, randomly
   initialised projection heads (CLIBD's "no alignment" baseline, reference 1.6);
 - (c) ``dna_pretrained``: the DNA encoder after masked k-mer pretraining only (mean-pooled last hidden states);
@@ -30,24 +31,6 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "bold-insect-coi" / "bold_insect_coi5p.tsv.gz"
-
-
-def kmer_vectors(seqs: list[str], k: int = 5) -> np.ndarray:
-    """Overlapping k-mer counts of ACGT-only k-mers, L2-normalised: (n, 4**k) float32."""
-    code = np.full(256, -1, dtype=np.int64)
-    for i, c in enumerate("ACGT"):
-        code[ord(c)] = i
-    weights = 4 ** np.arange(k - 1, -1, -1)
-    out = np.zeros((len(seqs), 4**k), dtype=np.float32)
-    for row, seq in enumerate(seqs):
-        c = code[np.frombuffer(seq.encode("ascii"), dtype=np.uint8)]
-        if len(c) < k:
-            continue
-        windows = np.lib.stride_tricks.sliding_window_view(c, k)
-        valid = (windows >= 0).all(axis=1)
-        np.add.at(out[row], windows[valid] @ weights, 1.0)
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return out / np.maximum(norms, 1e-12)
 
 
 def evaluate(emb, pairs):
@@ -77,6 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     from clibd_toolkit.embed import extract_embeddings
     from clibd_toolkit.splits import SplitConfig, ensure_splits, key_mask, query_mask
     from clibd_toolkit.store import META_COLUMNS, EmbeddingSet
+    from clibd_toolkit.kmers import kmer_profiles
 
     torch.manual_seed(0)
     t0 = time.time()
@@ -92,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # (a) 5-mer frequency kNN
     t = time.time()
-    tables["kmer_knn"] = evaluate(EmbeddingSet(meta, {"dna": kmer_vectors(subset.dna_barcode.tolist())}), ["dna->dna"])
+    tables["kmer_knn"] = evaluate(EmbeddingSet(meta, {"dna": kmer_profiles(subset.dna_barcode.tolist())}), ["dna->dna"])
     timings["kmer_knn"] = time.time() - t
 
     # (b) no alignment: pretrained backbones + random heads (seeded)

@@ -15,10 +15,11 @@ Methods:
 - ``kmer/novelty``: the same vectors with the previous rule (leave-species-out similarity thresholds with a 5 %
   false-novel rate, back-off; :func:`clibd_toolkit.identification.calibrate_novelty`);
 - ``clibd/rank``: with ``--run RUN``, a trained toolkit run's DNA embeddings with the per-rank naming;
-- ``clibd+kmer/rank``: with ``--run RUN``, joint vectors, the run's DNA embedding and the 5-mer profile side by
-  side, scaled so that their cosine is ``--joint-weight`` x the embedding's cosine + the rest x the 5-mer cosine
-  (an experiment: sequence identity as extra evidence for barcode-to-barcode naming), the same per-rank naming
-  (its ``embed_reference_s`` leaves out the model's embedding, shared with ``clibd/rank``);
+- ``clibd+kmer/rank@S``: with ``--run RUN``, the toolkit's sequence evidence (:mod:`clibd_toolkit.kmers`, as
+  ``clibd identify --sequence-weight S``): joint vectors of the run's DNA embedding and the 5-mer profile whose
+  cosine is (1 - S) x the embedding's cosine + S x the 5-mer cosine, the same per-rank naming; one method per value
+  of ``--sequence-weight`` (default 0.5). Its times include the model's embedding of the reference and queries
+  (made once, shared with ``clibd/rank``);
 - ``sintax``: ``vsearch --sintax`` (bootstrap cutoff ``--sintax-cutoff``, default 0.8) against the same reference,
   when ``vsearch`` is installed (Debian: ``apt-get install vsearch``); otherwise reported as skipped with that hint.
 
@@ -143,19 +144,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sintax-cutoff", type=float, default=0.8)
     parser.add_argument("--threads", type=int, default=2, help="vsearch threads (torch uses its default)")
     parser.add_argument("--run", default=None, help="a toolkit run (clibd train --out) to evaluate as clibd/rank")
-    parser.add_argument("--joint-weight", type=float, default=0.5,
-                        help="clibd+kmer/rank: weight of the run's embedding cosine (the rest: the 5-mer cosine)")
+    parser.add_argument("--sequence-weight", type=float, nargs="+", default=[0.5], metavar="S",
+                        help="clibd+kmer/rank@S: the 5-mer profile's share of the similarity (the rest: the run's "
+                             "embedding); several values, several methods (the embedding is made once)")
     parser.add_argument("--limit", type=int, default=0, help="use only this many records (quick runs)")
     parser.add_argument("--no-sintax", action="store_true")
     parser.add_argument("--write-training-data", default=None, metavar="FILE",
                         help="write the records to train a --run on (the reference minus held-out taxa; CSV) and stop")
     args = parser.parse_args(argv)
-    if not 0 < args.joint_weight < 1:
-        parser.error(f"--joint-weight got {args.joint_weight}; expected a number in (0, 1), e.g. 0.5")
+    if not all(0 < w < 1 for w in args.sequence_weight):
+        parser.error(f"--sequence-weight got {args.sequence_weight}; expected numbers in (0, 1), e.g. 0.5")
 
     import clibd_toolkit as ctk
-    from bold_protocol import kmer_vectors
     from clibd_toolkit.identification import calibrate_novelty, identify
+    from clibd_toolkit.kmers import barcodes_of, kmer_profiles, with_sequence_evidence
     from clibd_toolkit.rank_calibration import calibrate_ranks
     from clibd_toolkit.store import META_COLUMNS, EmbeddingSet
 
@@ -184,19 +186,21 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict[str, dict] = {}
     timing: dict[str, dict] = {}
 
-    def toolkit(name: str, ref_vectors, query_vectors, rule: str, trained_ids=None) -> None:
+    def toolkit(name: str, ref_set, query_set, rule: str, trained_ids=None) -> None:
+        """ref_set / query_set: () -> (EmbeddingSet, seconds spent elsewhere making it: the model's shared
+        embedding, measured once)."""
         t0 = time.perf_counter()
-        ref = EmbeddingSet(reference[list(META_COLUMNS)], {"dna": ref_vectors()})
-        embed_s = time.perf_counter() - t0
+        ref, ref_extra = ref_set()
+        embed_s = time.perf_counter() - t0 + ref_extra
         t0 = time.perf_counter()
         cal = (calibrate_ranks(ref, query_modality="dna", key_modality="dna", min_precision=args.min_precision,
                                seed=args.seed, trained_ids=trained_ids) if rule == "rank" else
                calibrate_novelty(ref, query_modality="dna", key_modality="dna", seed=args.seed))
         calibrate_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        qset = EmbeddingSet(queries[list(META_COLUMNS)], {"dna": query_vectors()})
+        qset, query_extra = query_set()
         table = identify(qset, ref, query_modality="dna", key_modality="dna", k=5, novelty=cal)
-        identify_s = time.perf_counter() - t0
+        identify_s = time.perf_counter() - t0 + query_extra
         results[name] = _per_group(table, queries, groups)
         from sklearn.metrics import roc_auc_score
 
@@ -205,32 +209,41 @@ def main(argv: list[str] | None = None) -> dict:
         timing[name] = {"embed_reference_s": embed_s, "calibrate_s": calibrate_s,
                         "identify_s (embed queries + search + decide)": identify_s}
 
-    toolkit("kmer/rank", lambda: kmer_vectors(reference.dna_barcode.tolist()),
-            lambda: kmer_vectors(queries.dna_barcode.tolist()), "rank")
-    toolkit("kmer/novelty", lambda: kmer_vectors(reference.dna_barcode.tolist()),
-            lambda: kmer_vectors(queries.dna_barcode.tolist()), "novelty")
+    def profiles(frame: pd.DataFrame):
+        return lambda: (EmbeddingSet(frame[list(META_COLUMNS)], {"dna": kmer_profiles(frame.dna_barcode.tolist())}),
+                        0.0)
+
+    toolkit("kmer/rank", profiles(reference), profiles(queries), "rank")
+    toolkit("kmer/novelty", profiles(reference), profiles(queries), "novelty")
     if args.run:
         from clibd_toolkit.embed import extract_embeddings
         from clibd_toolkit.training_setup import read_train_ids
 
         model = ctk.load_run(args.run)
         trained = read_train_ids(args.run)
-        cache: dict[str, np.ndarray] = {}
+        cache: dict[str, tuple[EmbeddingSet, float]] = {}
 
-        def embedded(frame: pd.DataFrame, name: str) -> np.ndarray:  # each set embedded once, used by both methods
-            if name not in cache:
-                cache[name] = extract_embeddings(model, frame, modalities=["dna"], progress=False).vectors["dna"]
-            return cache[name]
+        def embedded(frame: pd.DataFrame, name: str):  # each set embedded once and timed, used by every method
+            def make():
+                if name not in cache:
+                    t0 = time.perf_counter()
+                    emb = extract_embeddings(model, frame, modalities=["dna"], progress=False)
+                    cache[name] = (emb, time.perf_counter() - t0)
+                    return cache[name]
+                return cache[name][0], 0.0
+            return make
 
-        def joint(frame: pd.DataFrame, name: str) -> np.ndarray:  # cos = w cos(embedding) + (1 - w) cos(5-mer)
-            w = args.joint_weight
-            kmer = kmer_vectors(frame.dna_barcode.tolist())
-            return np.concatenate([np.sqrt(w) * embedded(frame, name), np.sqrt(1 - w) * kmer], axis=1).astype("f4")
+        def joint(frame: pd.DataFrame, name: str, weight: float):  # the library's k-mer evidence (clibd_toolkit.kmers)
+            def make():
+                emb, _ = embedded(frame, name)()
+                return with_sequence_evidence(emb, barcodes_of(frame), weight), cache[name][1]
+            return make
 
-        toolkit("clibd/rank", lambda: embedded(reference, "reference"), lambda: embedded(queries, "queries"), "rank",
+        toolkit("clibd/rank", embedded(reference, "reference"), embedded(queries, "queries"), "rank",
                 trained_ids=trained)
-        toolkit("clibd+kmer/rank", lambda: joint(reference, "reference"), lambda: joint(queries, "queries"), "rank",
-                trained_ids=trained)
+        for weight in args.sequence_weight:
+            toolkit(f"clibd+kmer/rank@{weight:g}", joint(reference, "reference", weight),
+                    joint(queries, "queries", weight), "rank", trained_ids=trained)
         if trained is None or trained >= set(reference["record_id"]):
             results["clibd/rank"]["warning"] = ("the run trained on every reference record: its calibration is "
                                                 "optimistic (train it on --write-training-data)")

@@ -121,6 +121,24 @@ def _rank_support(codes: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return (weights * agree).sum(1) / weights.sum(1)
 
 
+def _check_sequence_evidence(queries: EmbeddingSet, reference: EmbeddingSet, query_modality: str, key_modality: str,
+                             calibration: Any) -> None:
+    """ConfigError unless the queries' and the keys' DNA vectors (and a rank calibration) carry the same k-mer
+    evidence (:mod:`clibd_toolkit.kmers`): joint vectors compare only with joint vectors of the same weight and k."""
+    from .kmers import sequence_evidence
+
+    ev_q = sequence_evidence(queries) if query_modality == "dna" else None
+    ev_k = sequence_evidence(reference) if key_modality == "dna" else None
+    if ev_q != ev_k:
+        raise ConfigError(f"the {query_modality} queries carry k-mer evidence {ev_q} but the {key_modality} keys "
+                          f"{ev_k}: joint vectors (clibd_toolkit.kmers) compare only with joint vectors of the same "
+                          "weight, barcodes against barcodes; add the same evidence to both, or to neither")
+    if calibration is not None and calibration.sequence_evidence() != ev_k:
+        raise ConfigError(f"the calibration was fitted with k-mer evidence {calibration.sequence_evidence()}, the "
+                          f"reference carries {ev_k}; use the same --sequence-weight as the calibration, or "
+                          "calibrate again")
+
+
 def identify(queries: EmbeddingSet, reference: EmbeddingSet, *, query_modality: str, key_modality: str, k: int = 5,
              novelty: Any = None, backend: str = "exact") -> pd.DataFrame:
     """Identify each query against the reference library (see the module docstring for every column).
@@ -157,6 +175,7 @@ def identify(queries: EmbeddingSet, reference: EmbeddingSet, *, query_modality: 
                           "...) or calibrate_novelty(reference, ...)")
     if query_modality not in queries.modalities:
         raise ConfigError(f"the queries have no {query_modality!r} embeddings; they have {list(queries.modalities)}")
+    _check_sequence_evidence(queries, reference, query_modality, key_modality, novelty if ranked else None)
     key_rows, index = _reference_index(reference, key_modality, backend)
     has = queries.has(query_modality)
     if not has.all():

@@ -179,7 +179,8 @@ def load_queries(query: str, *, image_root: str | None = None) -> pd.DataFrame:
 def identify_records(model, queries: pd.DataFrame, reference: EmbeddingSet | pd.DataFrame, *,
                      query_modality: str | None = None, key_modality: str | None = None, k: int = 5,
                      calibration=None, calibrate: bool = True, min_precision: float = 0.95, batch_size: int = 64,
-                     progress: bool = True, trained_ids=None) -> tuple[pd.DataFrame, Any]:
+                     progress: bool = True, trained_ids=None, sequence_weight: float | None = None,
+                     reference_barcodes=None) -> tuple[pd.DataFrame, Any]:
     """Identify query records against a reference library (records or an EmbeddingSet).
 
     The query modality defaults to DNA when the queries have barcodes, else image; the key modality defaults to
@@ -188,8 +189,18 @@ def identify_records(model, queries: pd.DataFrame, reference: EmbeddingSet | pd.
     belong to this reference) or, with ``calibrate``, a calibration fitted on the reference now by leaving out taxa at each rank (with
     ``trained_ids``, the record ids the model trained on, the reference taxa it never saw play the novel ones).
 
+    **Sequence evidence** (:mod:`clibd_toolkit.kmers`), barcodes against barcodes only: ``sequence_weight`` is the
+    k-mer profile's share of the similarity (0 = the model's embedding alone). ``None`` (default) takes the
+    calibration's weight when one is given, else :data:`~clibd_toolkit.kmers.DEFAULT_SEQUENCE_WEIGHT` when the
+    reference's barcodes are at hand (a records reference, or ``reference_barcodes``: record id -> barcode, e.g. the
+    records file an embedding reference was made from), else 0.
+
     Returns:
         (one row per query DataFrame, the calibration used or None)
+
+    Raises:
+        ConfigError: a weight that differs from the calibration's, or sequence evidence asked for photos, or
+            without the reference's barcodes.
     """
     from .batching import modality_present
     from .embed import check_embeddings_model, extract_embeddings
@@ -207,6 +218,13 @@ def identify_records(model, queries: pd.DataFrame, reference: EmbeddingSet | pd.
         model, reference, modalities=[key_modality], batch_size=batch_size, progress=progress)
     if key_modality not in ref.modalities:
         raise ConfigError(f"the reference has no {key_modality!r} vectors; it has {list(ref.modalities)}")
+    weight = _sequence_weight(sequence_weight, calibration, query_modality, key_modality,
+                              reference_barcodes, reference)
+    if weight:
+        from .kmers import barcodes_of, with_sequence_evidence
+
+        ref = with_sequence_evidence(ref, reference_barcodes if reference_barcodes is not None
+                                     else barcodes_of(reference), weight)
     if isinstance(calibration, RankCalibration):
         calibration.check_reference(ref)
         calibration = calibration.replace(min_precision=min_precision)
@@ -217,12 +235,45 @@ def identify_records(model, queries: pd.DataFrame, reference: EmbeddingSet | pd.
         raise DataError(f"none of the {len(q)} queries has a usable {query_modality} input (e.g. record "
                         f"{q.metadata['record_id'].iloc[0]!r}), so nothing can be identified; give queries with "
                         f"{'barcodes' if query_modality == 'dna' else 'photos'}, or --query-modality {other}")
+    if weight:
+        q = with_sequence_evidence(q, barcodes_of(queries), weight)
     if calibration is None and calibrate:
         calibration = calibrate_ranks(ref, query_modality=query_modality, key_modality=key_modality,
                                       min_precision=min_precision, trained_ids=trained_ids)
     table = identify(q, ref, query_modality=query_modality, key_modality=key_modality,
                      k=min(k, int(ref.has(key_modality).sum())), novelty=calibration)
+    table.attrs["sequence_weight"] = weight
     return table, calibration
+
+
+def _sequence_weight(requested: float | None, calibration: Any, query_modality: str, key_modality: str,
+                     reference_barcodes: Any, reference: Any) -> float:
+    """The k-mer evidence weight :func:`identify_records` uses (its docstring), or a ConfigError naming the fix."""
+    from .kmers import DEFAULT_SEQUENCE_WEIGHT
+    from .rank_calibration import RankCalibration
+    from .schema import DNA
+
+    barcodes = query_modality == key_modality == "dna"
+    have = reference_barcodes is not None or (isinstance(reference, pd.DataFrame) and DNA in reference.columns
+                                              and reference[DNA].notna().any())
+    if calibration is not None:
+        saved = calibration.sequence_weight if isinstance(calibration, RankCalibration) else 0.0
+        if requested is not None and float(requested) != saved:
+            raise ConfigError(f"--sequence-weight {requested} differs from the calibration's {saved} (the weight its "
+                              "confidences were fitted with); drop --sequence-weight, or calibrate again")
+        requested = saved
+    if requested is None:
+        return DEFAULT_SEQUENCE_WEIGHT if barcodes and have else 0.0
+    if not requested:
+        return 0.0
+    if not barcodes:
+        raise ConfigError(f"sequence evidence (--sequence-weight {requested}) compares barcodes with barcodes; these "
+                          f"are {query_modality} queries against {key_modality} keys: use --sequence-weight 0")
+    if not have:
+        raise ConfigError(f"sequence evidence (--sequence-weight {requested}) needs the reference's barcodes: give the "
+                          "records file the reference embeddings were made from (--reference-barcodes FILE), a "
+                          "records reference, or --sequence-weight 0")
+    return float(requested)
 
 
 def load_calibration(path: str | Path):

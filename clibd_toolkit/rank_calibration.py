@@ -130,6 +130,10 @@ class RankCalibration(Config):
     #: whether novel taxa were simulated with taxa the model did not train on (False: every taxon was trained on
     #: or no training records were given: an optimistic calibration for a model trained on the reference)
     untrained_taxa: bool = False
+    #: the k-mer profile's share of the similarity (:mod:`clibd_toolkit.kmers`; 0 = the model's embedding alone)
+    #: and its k, as stamped on the reference it was fitted on; identification needs the same on both sides
+    sequence_weight: float = 0.0
+    sequence_k: int = 5
     n_reference: int = 0
     reference_checksum: str = ""  # EmbeddingSet.checksum() of the reference: a calibration belongs to one library
     diagnostics: dict[str, Any] = field(default_factory=dict)
@@ -144,6 +148,12 @@ class RankCalibration(Config):
         self._require(self.n_repeats >= 1, "n_repeats", "an integer >= 1")
         self._require(self.max_queries >= 10, "max_queries", "an integer >= 10")
         self._require(0 <= self.confidence_z <= 5, "confidence_z", "a number in [0, 5]")
+        self._require(_number(self.sequence_weight) and 0 <= self.sequence_weight < 1, "sequence_weight",
+                      "a number in [0, 1) (0: the model's embedding alone)")
+        self._require(isinstance(self.sequence_k, int) and 1 <= self.sequence_k <= 8, "sequence_k",
+                      "an integer in 1..8")
+        self._require(not self.sequence_weight or (self.query_modality, self.key_modality) == ("dna", "dna"),
+                      "sequence_weight", "0 unless barcodes are searched against barcodes (dna -> dna)")
         if self.models:
             self._require(set(self.models) == set(RANKS), "models", f"one entry for each of {list(RANKS)}")
         for rank, model in self.models.items():
@@ -188,6 +198,11 @@ class RankCalibration(Config):
                 running = np.maximum(running, raw[rank])
             out[rank] = running.copy()
         return out
+
+    def sequence_evidence(self) -> dict[str, Any] | None:
+        """The ``{"weight", "k"}`` of the sequence evidence the reference carried (None: the embedding alone), as
+        :func:`clibd_toolkit.kmers.sequence_evidence` reads it from a set."""
+        return {"weight": float(self.sequence_weight), "k": int(self.sequence_k)} if self.sequence_weight else None
 
     def check_reference(self, reference: EmbeddingSet) -> None:
         """DataError unless this calibration was made on ``reference`` (same records and vectors, by checksum)."""
@@ -376,6 +391,15 @@ def calibrate_ranks(reference: EmbeddingSet, *, query_modality: str, key_modalit
                 f"reference itself, so the reference needs {modality} embeddings too; it has "
                 f"{list(reference.modalities)}. Use a reference with both, or identify without calibration "
                 "(clibd identify --no-novelty)")
+    from .kmers import sequence_evidence
+
+    evidence = sequence_evidence(reference)
+    if evidence and (query_modality, key_modality) != ("dna", "dna"):
+        raise ConfigError(f"this reference's DNA vectors carry k-mer evidence ({evidence}), which only barcode "
+                          f"queries against barcode keys can use, not {query_modality} -> {key_modality}; calibrate "
+                          "on the model's own embeddings")
+    if evidence:
+        settings = settings.replace(sequence_weight=float(evidence["weight"]), sequence_k=int(evidence["k"]))
     meta = reference.metadata
     if meta["species"].nunique(dropna=True) < 2:
         raise DataError("calibration needs a reference with at least 2 labelled species")

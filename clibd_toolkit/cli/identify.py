@@ -39,6 +39,14 @@ def add_identify_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration", default=None,
                         help="a saved calibration JSON made on this same reference (default: calibrate now and save it "
                              "beside an embedding-file reference, or beside --out)")
+    parser.add_argument("--sequence-weight", type=float, default=None, metavar="S",
+                        help="barcodes against barcodes: the share of the similarity given to the barcodes' 5-mer "
+                             "profiles beside the model's embedding (clibd_toolkit.kmers; 0 = the embedding alone). "
+                             "Default: the calibration's with --calibration, else 0.5 when the reference's barcodes "
+                             "are at hand (a records reference, or --reference-barcodes), else 0")
+    parser.add_argument("--reference-barcodes", default=None, metavar="FILE",
+                        help="the records file an embedding-file --reference was made from: its barcodes, by record "
+                             "id, for --sequence-weight")
     parser.add_argument("--no-novelty", action="store_true",
                         help="no calibration: every query named by its nearest reference at every rank, no novelty flag")
     parser.add_argument("--image-root", default=None)
@@ -60,7 +68,11 @@ def run_identify(args: argparse.Namespace) -> int:
     from ..io import refuse_replacing_inputs
 
     refuse_replacing_inputs(args.out, {"--query": args.query, "--reference": args.reference,
-                                       "--calibration": args.calibration})
+                                       "--calibration": args.calibration,
+                                       "--reference-barcodes": args.reference_barcodes})
+    if args.sequence_weight is not None and not 0 <= args.sequence_weight < 1:
+        raise ConfigError(f"--sequence-weight got {args.sequence_weight}; expected a number in [0, 1), e.g. 0.5 "
+                          "(0: the model's embedding alone)")
     model = load_model(args, device=str(resolve_device(args.device)))
     ref_path = Path(args.reference)
     embedding_file = ref_path.is_file() and ref_path.suffix.lower() in (".parquet", ".hdf5", ".h5") and not (
@@ -71,11 +83,17 @@ def run_identify(args: argparse.Namespace) -> int:
     if not 0 < args.min_precision < 1:
         raise ConfigError(f"--min-precision got {args.min_precision}; expected a number in (0, 1), e.g. 0.95")
     calibration = load_calibration(args.calibration) if args.calibration else None
+    barcodes = None
+    if args.reference_barcodes:
+        from ..kmers import barcodes_of
+
+        barcodes = barcodes_of(read_records(args.reference_barcodes).records)
     table, calibration = identify_records(
         model, queries, reference, query_modality=args.query_modality, key_modality=args.key_modality, k=args.k,
         calibration=calibration, calibrate=not args.no_novelty, min_precision=args.min_precision,
         batch_size=args.batch_size, progress=not args.no_progress,
-        trained_ids=read_train_ids(args.run) if getattr(args, "run", None) else None)
+        trained_ids=read_train_ids(args.run) if getattr(args, "run", None) else None,
+        sequence_weight=args.sequence_weight, reference_barcodes=barcodes)
     with atomic_path(args.out) as tmp:
         table.to_csv(tmp, index=False)
     saved = args.calibration
@@ -92,5 +110,6 @@ def run_identify(args: argparse.Namespace) -> int:
                                  "flagged_novel": int(table["novel"].sum()) if "novel" in table else 0,
                                  "reported_rank": {r: int(named.get(r, 0)) for r in RANKS},
                                  "unnamed": int(table["identified_rank"].isna().sum()),
-                                 "calibration": saved}) + "\n")
+                                 "calibration": saved,
+                                 "sequence_weight": table.attrs.get("sequence_weight", 0.0)}) + "\n")
     return 0
