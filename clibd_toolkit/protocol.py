@@ -218,13 +218,21 @@ def identify_records(model, queries: pd.DataFrame, reference: EmbeddingSet | pd.
         model, reference, modalities=[key_modality], batch_size=batch_size, progress=progress)
     if key_modality not in ref.modalities:
         raise ConfigError(f"the reference has no {key_modality!r} vectors; it has {list(ref.modalities)}")
-    weight = _sequence_weight(sequence_weight, calibration, query_modality, key_modality,
-                              reference_barcodes, reference)
-    if weight:
-        from .kmers import barcodes_of, with_sequence_evidence
+    from .kmers import DEFAULT_K, barcodes_of, sequence_evidence, with_sequence_evidence
 
+    k_mer = calibration.sequence_k if isinstance(calibration, RankCalibration) else DEFAULT_K
+    carried = sequence_evidence(ref) if key_modality == "dna" else None
+    weight = _sequence_weight(sequence_weight if carried is None else carried["weight"], calibration,
+                              query_modality, key_modality, reference_barcodes if carried is None else carried,
+                              reference)
+    if carried is not None and sequence_weight is not None and float(sequence_weight) != carried["weight"]:
+        raise ConfigError(f"the reference's DNA vectors already carry k-mer evidence {carried}; sequence_weight "
+                          f"{sequence_weight} differs: pass the model's own embeddings, or drop sequence_weight")
+    if weight and carried is None:
         ref = with_sequence_evidence(ref, reference_barcodes if reference_barcodes is not None
-                                     else barcodes_of(reference), weight)
+                                     else barcodes_of(reference), weight, k_mer)
+    elif carried is not None:  # a reference already joined (with_sequence_evidence): the queries get the same
+        k_mer = int(carried["k"])
     if isinstance(calibration, RankCalibration):
         calibration.check_reference(ref)
         calibration = calibration.replace(min_precision=min_precision)
@@ -236,7 +244,7 @@ def identify_records(model, queries: pd.DataFrame, reference: EmbeddingSet | pd.
                         f"{q.metadata['record_id'].iloc[0]!r}), so nothing can be identified; give queries with "
                         f"{'barcodes' if query_modality == 'dna' else 'photos'}, or --query-modality {other}")
     if weight:
-        q = with_sequence_evidence(q, barcodes_of(queries), weight)
+        q = with_sequence_evidence(q, barcodes_of(queries), weight, k_mer)
     if calibration is None and calibrate:
         calibration = calibrate_ranks(ref, query_modality=query_modality, key_modality=key_modality,
                                       min_precision=min_precision, trained_ids=trained_ids)
@@ -341,7 +349,7 @@ def example_queries(records: pd.DataFrame, *, query_image: str = "", query_barco
 
 
 def identify_queries(model, queries, reference, *, key_modality: str, k: int = 5, min_precision: float = 0.95,
-                     seed: int = 0) -> Any:
+                     seed: int = 0, reference_barcodes=None, sequence_weight: float | None = None) -> Any:
     """Identify query records against the reference embeddings, each name reported at the finest rank whose
     calibrated precision reaches ``min_precision`` (:mod:`clibd_toolkit.rank_calibration`), through each query
     modality they have: a photo through ``image``, a barcode through ``dna`` (one row per query and modality).
@@ -350,9 +358,14 @@ def identify_queries(model, queries, reference, *, key_modality: str, k: int = 5
         model: the CLIBDModel that made ``reference``; it embeds the queries.
         queries: query records (e.g. from :func:`example_queries`).
         reference: the reference library (EmbeddingSet).
+        reference_barcodes: record id -> barcode of the reference (e.g.
+            :func:`clibd_toolkit.kmers.barcodes_of` of its records): barcode queries against barcode keys then add
+            5-mer sequence evidence with ``sequence_weight`` (default
+            :data:`~clibd_toolkit.kmers.DEFAULT_SEQUENCE_WEIGHT`; :func:`identify_records`).
 
     Returns:
-        :func:`clibd_toolkit.protocol.identify_records` rows plus ``query_modality`` and ``key_modality``; the
+        :func:`clibd_toolkit.protocol.identify_records` rows plus ``query_modality``, ``key_modality`` and
+        ``sequence_weight``; the
         calibration of each query modality is in ``.attrs["calibrations"]`` (for
         :func:`clibd_toolkit.viz.plot_precision_coverage`).
     """
@@ -366,13 +379,21 @@ def identify_queries(model, queries, reference, *, key_modality: str, k: int = 5
         present = np.asarray(modality_present(queries, modality), dtype=bool)
         if modality not in model.modalities or not present.any():
             continue
-        calibration = calibrate_ranks(reference, query_modality=modality, key_modality=key_modality,
+        library = reference
+        weight = _sequence_weight(sequence_weight if modality == "dna" else None, None, modality, key_modality,
+                                  reference_barcodes, reference)
+        if weight:
+            from .kmers import with_sequence_evidence
+
+            library = with_sequence_evidence(reference, reference_barcodes, weight)
+        calibration = calibrate_ranks(library, query_modality=modality, key_modality=key_modality,
                                       min_precision=min_precision, seed=seed)
-        table, _ = identify_records(model, queries.loc[present].reset_index(drop=True), reference,
+        table, _ = identify_records(model, queries.loc[present].reset_index(drop=True), library,
                                     query_modality=modality, key_modality=key_modality, k=k,
                                     calibration=calibration, min_precision=min_precision, progress=False)
         table.insert(1, "query_modality", modality)
         table.insert(2, "key_modality", key_modality)
+        table.insert(3, "sequence_weight", weight)  # the 5-mer evidence's share of the similarity (kmers)
         tables.append(table)
         calibrations[modality] = calibration
     if not tables:

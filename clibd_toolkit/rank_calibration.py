@@ -57,6 +57,11 @@ which ``diagnostics`` reports per situation; ``diagnostics["groups"][target]`` g
 of query (share named, precision, depth) at each target precision. A rank with fewer than two taxa in the
 reference (e.g. one order) cannot be calibrated by
 leaving taxa out: its confidence is that of the next finer rank.
+
+**Sequence evidence.** Calibrated on a reference whose DNA vectors carry k-mer evidence
+(:func:`clibd_toolkit.kmers.with_sequence_evidence`), every similarity above is the mixed one, and the calibration
+records the weight and k (``sequence_weight``, ``sequence_k``); :func:`clibd_toolkit.identification.identify`
+refuses queries or keys with other evidence.
 """
 from __future__ import annotations
 

@@ -271,6 +271,9 @@ def test_identify_notebook_with_a_photo_and_a_barcode():
     barcode = table[table["record_id"] == "query-barcode"].iloc[0]
     assert barcode["predicted_species"] in set(source["species"])
     assert barcode["similarity"] == pytest.approx(1.0, abs=1e-4)
+    # the barcode is searched with 5-mer evidence beside the embedding (the reference's barcodes are in DATA); the
+    # photo by its embedding alone
+    assert dict(zip(table["query_modality"], table["sequence_weight"])) == {"dna": 0.5, "image": 0.0}
     # how far the name goes is the calibration's call (a SMOKE model may not earn a species name even for an exact
     # match); whatever is reported is the nearest record's taxonomy down to that rank, and novel = no species name
     reported = barcode["identified_rank"]

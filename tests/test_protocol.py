@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -187,17 +188,86 @@ def test_identify_a_reference_barcode_and_a_folder_of_photos(run_dir, tmp_path):
     assert r.returncode == 2 and "no 'image' encoder" in r.stderr
 
 
+def _mutated(seq: str, n: int, seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    letters = np.array(list(seq))
+    at = rng.choice([i for i, c in enumerate(seq) if c in "ACGT"], n, replace=False)
+    letters[at] = [{"A": "C", "C": "G", "G": "T", "T": "A"}[c] for c in letters[at]]
+    return "".join(letters)
+
+
 def test_identify_from_an_embedding_file_matches_records_reference(run_dir, tmp_path):
+    """The same answers from a saved embedding file (with its records file for the barcodes' k-mers) as from the
+    records themselves, with and without sequence evidence; the similarity is the documented mixture."""
     emb = tmp_path / "ref.parquet"
     r = _cli("embed", "--run", str(run_dir), "--data", str(BOLD_SMALL), "--out", str(emb), "--no-progress")
     assert r.returncode == 0, r.stderr
-    query = ctk.load_records(BOLD_SMALL).iloc[:5]
+    records = ctk.load_records(BOLD_SMALL)
+    query = records.iloc[:5].copy()
+    query["record_id"] = [f"q{i}" for i in range(5)]  # new specimens: barcodes a few substitutions away
+    query["dna_barcode"] = [_mutated(s, 20, i) for i, s in enumerate(query.dna_barcode)]
     query.to_csv(tmp_path / "q.csv", index=False)
-    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
-    for ref, out in ((str(emb), a), (str(BOLD_SMALL), b)):
+    tables, reports = {}, {}
+    for name, ref, extra in (("emb", str(emb), ["--reference-barcodes", str(BOLD_SMALL)]),
+                             ("records", str(BOLD_SMALL), []),
+                             ("emb0", str(emb), ["--sequence-weight", "0"]),
+                             ("records0", str(BOLD_SMALL), ["--sequence-weight", "0"])):
+        out = tmp_path / f"{name}.csv"
         r = _cli("identify", "--run", str(run_dir), "--reference", ref, "--query", str(tmp_path / "q.csv"),
-                 "--out", str(out), "--no-novelty", "--no-progress")
+                 "--out", str(out), "--no-novelty", "--no-progress", *extra)
         assert r.returncode == 0, r.stderr
-    ta, tb = pd.read_csv(a), pd.read_csv(b)
-    assert ta.nearest_id.tolist() == tb.nearest_id.tolist()
-    assert ta.similarity.round(5).tolist() == tb.similarity.round(5).tolist()
+        tables[name], reports[name] = pd.read_csv(out), json.loads(r.stdout.strip().splitlines()[-1])
+    for a, b in (("emb", "records"), ("emb0", "records0")):
+        assert tables[a].nearest_id.tolist() == tables[b].nearest_id.tolist()
+        assert tables[a].similarity.round(5).tolist() == tables[b].similarity.round(5).tolist()
+    assert reports["emb"]["sequence_weight"] == reports["records"]["sequence_weight"] == 0.5
+    assert reports["emb0"]["sequence_weight"] == reports["records0"]["sequence_weight"] == 0.0
+    # independently: embedding cosine and 5-mer cosine of each query with the neighbour reported, mixed half and half
+    from clibd_toolkit.embed import extract_embeddings
+    from clibd_toolkit.kmers import kmer_profiles
+
+    model = ctk.load_run(run_dir)
+    by_id = records.set_index("record_id")
+    for name, weight in (("records", 0.5), ("records0", 0.0)):
+        nearest = by_id.loc[tables[name].nearest_id].reset_index()
+        e_q = extract_embeddings(model, query, modalities=["dna"], progress=False).vectors["dna"]
+        e_n = extract_embeddings(model, nearest, modalities=["dna"], progress=False).vectors["dna"]
+        p_q, p_n = kmer_profiles(query.dna_barcode.tolist()), kmer_profiles(nearest.dna_barcode.tolist())
+        want = (1 - weight) * (e_q * e_n).sum(1) + weight * (p_q * p_n).sum(1)
+        np.testing.assert_allclose(tables[name].similarity, want, atol=1e-4)
+    assert (tables["records"].similarity != tables["records0"].similarity).all()
+
+
+def test_identify_sequence_evidence_calibration_and_errors(run_dir, tmp_path):
+    records = ctk.load_records(BOLD_SMALL)
+    query = tmp_path / "q.csv"
+    records.iloc[:3].assign(record_id=["a", "b", "c"],
+                            dna_barcode=[_mutated(s, 10, i) for i, s in enumerate(records.dna_barcode[:3])]
+                            ).to_csv(query, index=False)
+    out = tmp_path / "id.csv"
+    r = _cli("identify", "--run", str(run_dir), "--reference", str(BOLD_SMALL), "--query", str(query),
+             "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    saved = json.loads(Path(report["calibration"]).read_text())
+    assert report["sequence_weight"] == saved["sequence_weight"] == 0.5 and saved["sequence_k"] == 5
+    # the saved calibration is reused as it is: same answers, its weight taken, another weight refused
+    again = tmp_path / "again.csv"
+    r = _cli("identify", "--run", str(run_dir), "--reference", str(BOLD_SMALL), "--query", str(query),
+             "--out", str(again), "--calibration", report["calibration"], "--no-progress")
+    assert r.returncode == 0, r.stderr
+    pd.testing.assert_frame_equal(pd.read_csv(out), pd.read_csv(again))
+    r = _cli("identify", "--run", str(run_dir), "--reference", str(BOLD_SMALL), "--query", str(query),
+             "--out", str(tmp_path / "x.csv"), "--calibration", report["calibration"], "--sequence-weight", "0")
+    assert r.returncode == 2 and "differs from the calibration's 0.5" in r.stderr
+    # an embedding file holds no barcodes: asking for their k-mers without the records file says how
+    emb = tmp_path / "ref.parquet"
+    r = _cli("embed", "--run", str(run_dir), "--data", str(BOLD_SMALL), "--out", str(emb), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    r = _cli("identify", "--run", str(run_dir), "--reference", str(emb), "--query", str(query),
+             "--out", str(tmp_path / "x.csv"), "--sequence-weight", "0.5")
+    assert r.returncode == 2 and "--reference-barcodes FILE" in r.stderr
+    r = _cli("identify", "--run", str(run_dir), "--reference", str(emb), "--query", str(query),
+             "--out", str(tmp_path / "x.csv"), "--sequence-weight", "1")
+    assert r.returncode == 2 and "expected a number in [0, 1)" in r.stderr
+    assert not (tmp_path / "x.csv").exists()
