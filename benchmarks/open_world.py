@@ -223,20 +223,23 @@ def main(argv: list[str] | None = None) -> dict:
         trained = read_train_ids(args.run)
         cache: dict[str, tuple[EmbeddingSet, float]] = {}
 
-        def embedded(frame: pd.DataFrame, name: str):  # each set embedded once and timed, used by every method
-            def make():
-                if name not in cache:
-                    t0 = time.perf_counter()
-                    emb = extract_embeddings(model, frame, modalities=["dna"], progress=False)
-                    cache[name] = (emb, time.perf_counter() - t0)
-                    return cache[name]
-                return cache[name][0], 0.0
-            return make
+        def model_embedding(frame: pd.DataFrame, name: str) -> tuple[EmbeddingSet, float]:
+            """(the set, 0.0) the first time (the caller's clock runs while it is made), then (the set, the
+            seconds it took): each set is embedded once, and every method is charged for it once."""
+            if name in cache:
+                return cache[name]
+            t0 = time.perf_counter()
+            emb = extract_embeddings(model, frame, modalities=["dna"], progress=False)
+            cache[name] = (emb, time.perf_counter() - t0)
+            return emb, 0.0
+
+        def embedded(frame: pd.DataFrame, name: str):
+            return lambda: model_embedding(frame, name)
 
         def joint(frame: pd.DataFrame, name: str, weight: float):  # the library's k-mer evidence (clibd_toolkit.kmers)
             def make():
-                emb, _ = embedded(frame, name)()
-                return with_sequence_evidence(emb, barcodes_of(frame), weight), cache[name][1]
+                emb, extra = model_embedding(frame, name)
+                return with_sequence_evidence(emb, barcodes_of(frame), weight), extra
             return make
 
         toolkit("clibd/rank", embedded(reference, "reference"), embedded(queries, "queries"), "rank",
