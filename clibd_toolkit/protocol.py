@@ -212,27 +212,30 @@ def identify_records(model, queries: pd.DataFrame, reference: EmbeddingSet | pd.
     if query_modality not in model.modalities:
         raise ConfigError(f"the model has no {query_modality!r} encoder; it has {list(model.modalities)}")
     key_modality = key_modality or query_modality
-    if isinstance(reference, EmbeddingSet):
-        check_embeddings_model(reference, model, "the reference embeddings")
-    ref = reference if isinstance(reference, EmbeddingSet) else extract_embeddings(
-        model, reference, modalities=[key_modality], batch_size=batch_size, progress=progress)
-    if key_modality not in ref.modalities:
-        raise ConfigError(f"the reference has no {key_modality!r} vectors; it has {list(ref.modalities)}")
-    from .kmers import DEFAULT_K, barcodes_of, sequence_evidence, with_sequence_evidence
+    from .kmers import DEFAULT_K, barcodes_of, kmer_profiles, sequence_evidence, with_sequence_evidence
 
     k_mer = calibration.sequence_k if isinstance(calibration, RankCalibration) else DEFAULT_K
-    carried = sequence_evidence(ref) if key_modality == "dna" else None
+    carried = sequence_evidence(reference) if key_modality == "dna" and isinstance(reference, EmbeddingSet) else None
+    if carried is not None:  # a reference already joined (with_sequence_evidence): the queries get the same
+        k_mer = int(carried["k"])
     weight = _sequence_weight(sequence_weight if carried is None else carried["weight"], calibration,
                               query_modality, key_modality, reference_barcodes if carried is None else carried,
                               reference)
     if carried is not None and sequence_weight is not None and float(sequence_weight) != carried["weight"]:
         raise ConfigError(f"the reference's DNA vectors already carry k-mer evidence {carried}; sequence_weight "
                           f"{sequence_weight} differs: pass the model's own embeddings, or drop sequence_weight")
+    if weight:  # a barcode without a k-mer profile is named now, before any embedding
+        query_barcodes = barcodes_of(queries)
+        kmer_profiles(query_barcodes.tolist(), k_mer, ids=query_barcodes.index.tolist())
+    if isinstance(reference, EmbeddingSet):
+        check_embeddings_model(reference, model, "the reference embeddings")
+    ref = reference if isinstance(reference, EmbeddingSet) else extract_embeddings(
+        model, reference, modalities=[key_modality], batch_size=batch_size, progress=progress)
+    if key_modality not in ref.modalities:
+        raise ConfigError(f"the reference has no {key_modality!r} vectors; it has {list(ref.modalities)}")
     if weight and carried is None:
         ref = with_sequence_evidence(ref, reference_barcodes if reference_barcodes is not None
                                      else barcodes_of(reference), weight, k_mer)
-    elif carried is not None:  # a reference already joined (with_sequence_evidence): the queries get the same
-        k_mer = int(carried["k"])
     if isinstance(calibration, RankCalibration):
         calibration.check_reference(ref)
         calibration = calibration.replace(min_precision=min_precision)

@@ -270,4 +270,9 @@ def test_identify_sequence_evidence_calibration_and_errors(run_dir, tmp_path):
     r = _cli("identify", "--run", str(run_dir), "--reference", str(emb), "--query", str(query),
              "--out", str(tmp_path / "x.csv"), "--sequence-weight", "1")
     assert r.returncode == 2 and "expected a number in [0, 1)" in r.stderr
+    # a barcode without one clean 5-mer has no profile: named (record, value, fixes), before anything is embedded
+    (tmp_path / "bad.fasta").write_text(">fine\n" + records.dna_barcode[0] + "\n>junk\n" + "N" * 40 + "\n")
+    r = _cli("identify", "--run", str(run_dir), "--reference", str(BOLD_SMALL), "--query", str(tmp_path / "bad.fasta"),
+             "--out", str(tmp_path / "x.csv"))
+    assert r.returncode == 2 and "record 'junk'" in r.stderr and "NNNN" in r.stderr and "--sequence-weight 0" in r.stderr
     assert not (tmp_path / "x.csv").exists()
