@@ -217,13 +217,15 @@ def identify_records(model, queries: pd.DataFrame, reference: EmbeddingSet | pd.
     k_mer = calibration.sequence_k if isinstance(calibration, RankCalibration) else DEFAULT_K
     carried = sequence_evidence(reference) if key_modality == "dna" and isinstance(reference, EmbeddingSet) else None
     if carried is not None:  # a reference already joined (with_sequence_evidence): the queries get the same
-        k_mer = int(carried["k"])
-    weight = _sequence_weight(sequence_weight if carried is None else carried["weight"], calibration,
-                              query_modality, key_modality, reference_barcodes if carried is None else carried,
-                              reference)
-    if carried is not None and sequence_weight is not None and float(sequence_weight) != carried["weight"]:
-        raise ConfigError(f"the reference's DNA vectors already carry k-mer evidence {carried}; sequence_weight "
-                          f"{sequence_weight} differs: pass the model's own embeddings, or drop sequence_weight")
+        if sequence_weight is not None and float(sequence_weight) != carried["weight"]:
+            raise ConfigError(f"the reference's DNA vectors already carry k-mer evidence {carried}; sequence_weight "
+                              f"{sequence_weight} differs: pass the model's own embeddings, or drop sequence_weight")
+        sequence_weight, k_mer = carried["weight"], int(carried["k"])
+    if reference_barcodes is None and isinstance(reference, pd.DataFrame):  # a records reference brings its own
+        reference_barcodes = barcodes_of(reference)
+        reference_barcodes = reference_barcodes if reference_barcodes.size else None
+    weight = _sequence_weight(sequence_weight, calibration, query_modality, key_modality,
+                              carried is not None or reference_barcodes is not None)
     if weight:  # a barcode without a k-mer profile is named now, before any embedding
         query_barcodes = barcodes_of(queries)
         kmer_profiles(query_barcodes.tolist(), k_mer, ids=query_barcodes.index.tolist())
@@ -234,8 +236,7 @@ def identify_records(model, queries: pd.DataFrame, reference: EmbeddingSet | pd.
     if key_modality not in ref.modalities:
         raise ConfigError(f"the reference has no {key_modality!r} vectors; it has {list(ref.modalities)}")
     if weight and carried is None:
-        ref = with_sequence_evidence(ref, reference_barcodes if reference_barcodes is not None
-                                     else barcodes_of(reference), weight, k_mer)
+        ref = with_sequence_evidence(ref, reference_barcodes, weight, k_mer)
     if isinstance(calibration, RankCalibration):
         calibration.check_reference(ref)
         calibration = calibration.replace(min_precision=min_precision)
@@ -258,15 +259,13 @@ def identify_records(model, queries: pd.DataFrame, reference: EmbeddingSet | pd.
 
 
 def _sequence_weight(requested: float | None, calibration: Any, query_modality: str, key_modality: str,
-                     reference_barcodes: Any, reference: Any) -> float:
-    """The k-mer evidence weight :func:`identify_records` uses (its docstring), or a ConfigError naming the fix."""
+                     have: bool) -> float:
+    """The k-mer evidence weight :func:`identify_records` uses (its docstring; ``have``: the reference's barcodes
+    are at hand), or a ConfigError naming the fix."""
     from .kmers import DEFAULT_SEQUENCE_WEIGHT
     from .rank_calibration import RankCalibration
-    from .schema import DNA
 
     barcodes = query_modality == key_modality == "dna"
-    have = reference_barcodes is not None or (isinstance(reference, pd.DataFrame) and DNA in reference.columns
-                                              and reference[DNA].notna().any())
     if calibration is not None:
         saved = calibration.sequence_weight if isinstance(calibration, RankCalibration) else 0.0
         if requested is not None and float(requested) != saved:
@@ -384,7 +383,7 @@ def identify_queries(model, queries, reference, *, key_modality: str, k: int = 5
             continue
         library = reference
         weight = _sequence_weight(sequence_weight if modality == "dna" else None, None, modality, key_modality,
-                                  reference_barcodes, reference)
+                                  reference_barcodes is not None)
         if weight:
             from .kmers import with_sequence_evidence
 
