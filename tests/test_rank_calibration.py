@@ -197,6 +197,31 @@ def test_untrained_taxa_play_the_novel_ones():
     cal = calibrate_ranks(ref, query_modality="dna", key_modality="dna", n_repeats=1,
                           trained_ids=set(meta["record_id"][~untrained]))
     assert cal.untrained_taxa and cal.diagnostics["family"]["untrained_taxa"]
+    # the held-out taxa behind each kind of query, by hand: the one untrained family; the untrained genus and the
+    # two genera of the untrained family
+    assert cal.diagnostics["n_taxa"]["novel_family"] == 1
+    assert cal.diagnostics["n_taxa"]["novel_genus"] == 3
+
+
+def test_bars_resting_on_few_held_out_taxa_are_flagged(world, caplog, monkeypatch):
+    import logging
+
+    from clibd_toolkit import rank_calibration
+
+    reference, _, _, _ = world
+    with caplog.at_level(logging.WARNING, logger="clibd_toolkit.rank_calibration"):
+        cal = calibrate_ranks(reference, query_modality="dna", key_modality="dna", seed=0, n_repeats=1)
+    # one draw per rank holds out 20 % of its taxa (at least one, never all): 1 of the 3 orders; 2 of the 9
+    # families, and 1 family in each of the 2 remaining orders as the order draw's novel-below (the draws may repeat)
+    n_taxa = cal.diagnostics["n_taxa"]
+    assert n_taxa["novel_order"] == 1 and 2 <= n_taxa["novel_family"] <= 4
+    warned = [r.getMessage() for r in caplog.records if "few held-out taxa" in r.getMessage()]
+    assert len(warned) == 1 and f"novel_family: {n_taxa['novel_family']}" in warned[0]
+    caplog.clear()
+    monkeypatch.setattr(rank_calibration, "FEW_TAXA", 1)
+    with caplog.at_level(logging.WARNING, logger="clibd_toolkit.rank_calibration"):
+        calibrate_ranks(reference, query_modality="dna", key_modality="dna", seed=0, n_repeats=1)
+    assert not [r for r in caplog.records if "few held-out taxa" in r.getMessage()]
 
 
 def test_a_target_without_thresholds_is_refused(world):
