@@ -151,6 +151,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-sintax", action="store_true")
     parser.add_argument("--write-training-data", default=None, metavar="FILE",
                         help="write the records to train a --run on (the reference minus held-out taxa; CSV) and stop")
+    parser.add_argument("--training-holdout", type=float, default=None, metavar="F",
+                        help="with --write-training-data: the share of the reference's taxa (per level) the run does "
+                             "not train on, which the calibration then simulates novelty with (default: --fraction)")
     args = parser.parse_args(argv)
     if not all(0 < w < 1 for w in args.sequence_weight):
         parser.error(f"--sequence-weight got {args.sequence_weight}; expected numbers in (0, 1), e.g. 0.5")
@@ -177,10 +180,13 @@ def main(argv: list[str] | None = None) -> dict:
     queries = pd.concat(picked, ignore_index=True)
     groups = queries.pop("_group").to_numpy()
     if args.write_training_data:
-        train = training_records(reference, args.fraction, args.seed)
+        holdout = args.fraction if args.training_holdout is None else args.training_holdout
+        if not 0 < holdout < 1:
+            parser.error(f"--training-holdout got {holdout}; expected a share in (0, 1), e.g. 0.2")
+        train = training_records(reference, holdout, args.seed)
         train.to_csv(args.write_training_data, index=False)
         out = {"benchmark": "open_world", "wrote": args.write_training_data, "n_reference": int(len(reference)),
-               "n_training": int(len(train))}
+               "n_training": int(len(train)), "training_holdout": holdout}
         emit(out)
         return out
     results: dict[str, dict] = {}
@@ -206,6 +212,10 @@ def main(argv: list[str] | None = None) -> dict:
 
         novel = ~queries["species"].isin(set(reference["species"].dropna())).to_numpy()
         results[name]["novelty_auroc"] = float(roc_auc_score(novel, table["novelty_score"]))
+        if rule == "rank":  # the bars it fitted and how many held-out taxa of each kind they rest on
+            results[name]["calibration"] = {"thresholds": cal.rank_thresholds(),
+                                            "n_taxa": cal.diagnostics.get("n_taxa"),
+                                            "untrained_taxa": cal.untrained_taxa}
         timing[name] = {"embed_reference_s": embed_s, "calibrate_s": calibrate_s,
                         "identify_s (embed queries + search + decide)": identify_s}
 
