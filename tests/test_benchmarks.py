@@ -74,12 +74,32 @@ def test_open_world_smoke(tmp_path):
     for method in ("kmer/rank", "kmer/novelty"):
         known = result["results"][method]["known_species"]
         assert sum(known["reported_rank"].values()) + known["none"] == pytest.approx(1.0)
+    calibration = result["results"]["kmer/rank"]["calibration"]  # the bars and the held-out taxa behind them
+    assert set(calibration["thresholds"]) == {"order", "family", "genus", "species"}
+    assert calibration["n_taxa"]["novel_family"] >= 1 and not calibration["untrained_taxa"]
     sintax = result["results"]["sintax"]
     if shutil.which("vsearch"):  # .ci/run installs Debian's vsearch
         assert sintax["known_species"]["n"] == result["queries"]["known_species"]
         assert sintax["known_species"]["precision"] > 0.9  # SINTAX names known species right
     else:
         assert "apt-get install vsearch" in sintax["skipped"]
+
+
+@pytest.mark.skipif(not BOLD.is_dir(), reason="real BOLD barcodes not present (../shared/data/bold-insect-coi)")
+def test_open_world_training_holdout(tmp_path):
+    import pandas as pd
+
+    written = {}
+    for holdout in (None, 0.3):
+        extra = [] if holdout is None else ["--training-holdout", str(holdout)]
+        out = tmp_path / f"train-{holdout}.csv"
+        written[holdout] = run_benchmark("open_world", ["--limit", "4000", "--write-training-data", str(out), *extra],
+                                         tmp_path)
+        assert written[holdout]["n_training"] == len(pd.read_csv(out))
+    assert written[None]["training_holdout"] == 0.1 and written[0.3]["training_holdout"] == 0.3
+    # the same reference; the larger hold-out leaves fewer records (and taxa) to train on
+    assert written[None]["n_reference"] == written[0.3]["n_reference"]
+    assert written[0.3]["n_training"] < written[None]["n_training"] < written[None]["n_reference"]
 
 
 RAW_WELLS = REPO.parent / "shared" / "data" / "bioscan1m-raw-wells" / "images"
@@ -107,3 +127,46 @@ def test_train_throughput_with_real_data_smoke(tmp_path):
     assert result["real_vs_synthetic"] == pytest.approx(real["samples_per_s"] / result["samples_per_s"], rel=1e-2)
     # without --real-data the output is what it was: synthetic inputs only
     assert "real_data" not in run_benchmark("train_throughput", ["--smoke", "--preset", "tiny"], tmp_path)
+
+
+def _open_world_output(seed: int, family: tuple[float, float, float], sintax_family_named: float) -> dict:
+    """A minimal benchmarks/open_world.py output: (named, precision, se over taxa) of the novel families; every
+    other group named fully and right."""
+    def group(named, precision, se=0.0, species=1.0):
+        return {"n": 100, "named": named, "precision": precision, "precision_se_over_taxa": se, "n_taxa": 10,
+                "named_at_or_below": {"order": named, "family": named, "genus": named, "species": species}}
+
+    ours = {"novel_family": group(*family, species=0.0), "novel_genus": group(0.5, 1.0, species=0.0),
+            "novel_species": group(0.5, 1.0, species=0.0), "known_species": group(1.0, 1.0, species=0.98),
+            "novelty_auroc": 0.995 - 0.01 * seed}
+    theirs = {**{g: group(0.3, 1.0, species=0.0) for g in ("novel_genus", "novel_species")},
+              "novel_family": group(sintax_family_named, 1.0, species=0.0), "known_species": group(1.0, 1.0)}
+    return {"benchmark": "open_world", "seed": seed, "n_reference": 1000, "min_precision": 0.95,
+            "results": {"clibd+kmer/rank@0.5": ours, "sintax": theirs},
+            "seconds": {"clibd+kmer/rank@0.5": {"identify_s (embed queries + search + decide)": 10.0},
+                        "sintax": {"identify_s (index + classify)": 12.0}}}
+
+
+def test_open_world_seeds_pools_by_hand(tmp_path):
+    files = []
+    for seed, family, sintax_named in ((0, (0.2, 1.0, 0.0), 0.1), (1, (0.4, 0.75, 0.1), 0.2)):
+        files.append(tmp_path / f"ow{seed}.json")
+        files[-1].write_text(json.dumps(_open_world_output(seed, family, sintax_named)))
+    result = run_benchmark("open_world_seeds", [str(f) for f in files], tmp_path)
+    family = result["pooled"]["clibd+kmer/rank@0.5"]["novel_family"]
+    # by hand: 20 + 40 of 200 named; 20 x 1.0 + 40 x 0.75 = 50 right of 60; se sqrt(0^2 + (0.1 x 40)^2) / 60
+    assert family["named"] == pytest.approx(0.3) and family["precision"] == pytest.approx(50 / 60)
+    assert family["precision_se_over_taxa"] == pytest.approx(4 / 60) and family["n_taxa"] == 20
+    targets = result["targets"]
+    assert targets["novel_family_precision"]["met_pooled"] is False  # 0.833 < 0.95
+    assert targets["novel_family_precision"]["met_on_every_seed"] is False  # seed 1: 0.75
+    assert result["per_seed"]["0"]["targets"]["novel_family_precision"]["met"] is True
+    assert targets["novel_family_named_vs_sintax"]["met_pooled"] is True  # 0.30 > 0.15
+    assert targets["known_named_to_species"]["met_pooled"] and targets["known_named_to_species"]["met_on_every_seed"]
+    assert targets["novelty_auroc"]["value"] == pytest.approx(0.985) and not targets["novelty_auroc"]["met_pooled"]
+    assert targets["identify_not_slower_than_sintax"]["value"] == pytest.approx(20.0)
+    assert targets["identify_not_slower_than_sintax"]["met_on_every_seed"]
+    # one split twice is refused: the pooled error would count its taxa twice
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "open_world_seeds.py"), str(files[0]),
+                           str(files[0])], capture_output=True, text=True)
+    assert proc.returncode == 2 and "repeat a seed" in proc.stderr
