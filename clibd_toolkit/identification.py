@@ -205,8 +205,10 @@ def identify(queries: EmbeddingSet, reference: EmbeddingSet, *, query_modality: 
     out["novelty_score"] = 1.0 - similarity
     accepted = {r: ~np.isnan(similarity) for r in RANKS}
     if ranked:
-        feats = {r: rank_features(all_scores, pd.factorize(ref_meta[r], use_na_sentinel=True)[0][all_neighbours],
-                                  min(novelty.k_support, n_search)) for r in RANKS}
+        near = min(novelty.n_neighbours, n_search)  # the neighbourhood it was calibrated on, whatever k lists
+        feats = {r: rank_features(all_scores[:, :near],
+                                  pd.factorize(ref_meta[r], use_na_sentinel=True)[0][all_neighbours[:, :near]],
+                                  min(novelty.k_support, near)) for r in RANKS}
         confidence = novelty.confidence(feats)
         for r in RANKS:
             out[f"confidence_{r}"] = column(confidence[r], np.float64)
