@@ -109,6 +109,17 @@ def test_rank_features_by_hand():
     np.testing.assert_allclose(f[:, 0], [0.9, 0.9])
 
 
+def test_listing_more_neighbours_does_not_change_the_naming(world):
+    """The features come from the calibration's own n_neighbours, however many neighbours k lists (the margin of
+    a query whose neighbours all agree is measured to the last of them)."""
+    reference, queries, _, calibration = world
+    few, many = (identify(queries, reference, query_modality="dna", key_modality="dna", k=k, novelty=calibration)
+                 for k in (5, calibration.n_neighbours + 15))
+    assert many["neighbour_ids"].str.count(r"\|").eq(calibration.n_neighbours + 14).all()
+    for column in ("identified_rank", "confidence", *(f"confidence_{r}" for r in ("order", "genus", "species"))):
+        pd.testing.assert_series_equal(few[column], many[column])
+
+
 def test_a_calibration_belongs_to_its_reference(world, tmp_path):
     reference, queries, _, calibration = world
     path = tmp_path / "cal.json"
@@ -172,7 +183,9 @@ def test_thresholds_keep_every_kind_of_query_right_by_hand():
     assert naive["novel_genus"]["precision"] == 0.0
 
 
-def test_untrained_taxa_play_the_novel_ones():
+def test_untrained_taxa_play_the_novel_ones(caplog):
+    import logging
+
     from clibd_toolkit.rank_calibration import _draw_untrained
 
     tree = Tree(2)
@@ -194,9 +207,29 @@ def test_untrained_taxa_play_the_novel_ones():
     novel_orders = set(meta["order"].iloc[queries["novel"]])
     assert len(novel_orders) == 1 and set(queries["novel"]) == set(np.flatnonzero(meta["order"].isin(novel_orders)))
     assert set(queries["novel_below"]) == set(np.flatnonzero(unseen_family & ~meta["order"].isin(novel_orders)))
-    cal = calibrate_ranks(ref, query_modality="dna", key_modality="dna", n_repeats=1,
-                          trained_ids=set(meta["record_id"][~untrained]))
+    with caplog.at_level(logging.WARNING, logger="clibd_toolkit.rank_calibration"):
+        cal = calibrate_ranks(ref, query_modality="dna", key_modality="dna", n_repeats=1,
+                              trained_ids=set(meta["record_id"][~untrained]))
     assert cal.untrained_taxa and cal.diagnostics["family"]["untrained_taxa"]
+    # the family's novel taxa were never trained on; the order's are a trained order held out in their place
+    assert cal.diagnostics["family"]["novel_untrained"] and not cal.diagnostics["order"]["novel_untrained"]
+    # flagged (>= 30 queries, < 20 taxa): only the novel order (36 records); its advice is not to train on fewer
+    warned = [r.getMessage() for r in caplog.records if "few held-out taxa" in r.getMessage()]
+    assert len(warned) == 1 and "(novel_order: 1)" in warned[0]
+    assert "For novel_order the reference has few such taxa" in warned[0] and "did not train" not in warned[0]
+    # with smaller groups counted, the untrained family (12 records), genera (18) and species are flagged so
+    from clibd_toolkit import rank_calibration
+
+    caplog.clear()
+    with pytest.MonkeyPatch.context() as patch, caplog.at_level(logging.WARNING, logger=rank_calibration.__name__):
+        patch.setattr(rank_calibration, "MIN_GROUP", 10)
+        calibrate_ranks(ref, query_modality="dna", key_modality="dna", n_repeats=1,
+                        trained_ids=set(meta["record_id"][~untrained]))
+    warned = [r.getMessage() for r in caplog.records if "few held-out taxa" in r.getMessage()]
+    assert len(warned) == 1 and "novel_family: 1" in warned[0] and "novel_genus: 3" in warned[0]
+    assert ("For novel_family, novel_genus, novel_species these are the reference taxa the model did not train"
+            in warned[0])
+    assert "For novel_order the reference has few such taxa" in warned[0]
     # the held-out taxa behind each kind of query, by hand: the one untrained family; the untrained genus and the
     # two genera of the untrained family
     assert cal.diagnostics["n_taxa"]["novel_family"] == 1
