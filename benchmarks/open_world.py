@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--fraction", type=float, default=0.1, help="taxa (records) held out per level")
     parser.add_argument("--queries-per-group", type=int, default=2500)
     parser.add_argument("--min-precision", type=float, default=0.95)
+    parser.add_argument("--confidence-z", type=float, default=None, metavar="Z",
+                        help="the per-rank rule's bars hold at Z standard errors over held-out taxa below the "
+                             "simulated precision (default: the library's, 1.645)")
     parser.add_argument("--sintax-cutoff", type=float, default=0.8)
     parser.add_argument("--threads", type=int, default=2, help="vsearch threads (torch uses its default)")
     parser.add_argument("--run", default=None, help="a toolkit run (clibd train --out) to evaluate as clibd/rank")
@@ -197,6 +200,8 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict[str, dict] = {}
     timing: dict[str, dict] = {}
 
+    z = {} if args.confidence_z is None else {"confidence_z": args.confidence_z}
+
     def toolkit(name: str, ref_set, query_set, rule: str, trained_ids=None) -> None:
         """ref_set / query_set: () -> (EmbeddingSet, seconds spent elsewhere making it: the model's shared
         embedding, measured once)."""
@@ -205,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict:
         embed_s = time.perf_counter() - t0 + ref_extra
         t0 = time.perf_counter()
         cal = (calibrate_ranks(ref, query_modality="dna", key_modality="dna", min_precision=args.min_precision,
-                               seed=args.seed, trained_ids=trained_ids) if rule == "rank" else
+                               seed=args.seed, trained_ids=trained_ids, **z) if rule == "rank" else
                calibrate_novelty(ref, query_modality="dna", key_modality="dna", seed=args.seed))
         calibrate_s = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -218,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
         novel = ~queries["species"].isin(set(reference["species"].dropna())).to_numpy()
         results[name]["novelty_auroc"] = float(roc_auc_score(novel, table["novelty_score"]))
         if rule == "rank":  # the bars it fitted and how many held-out taxa of each kind they rest on
-            results[name]["calibration"] = {"thresholds": cal.rank_thresholds(),
+            results[name]["calibration"] = {"thresholds": cal.rank_thresholds(), "confidence_z": cal.confidence_z,
                                             "n_taxa": cal.diagnostics.get("n_taxa"),
                                             "untrained_taxa": cal.untrained_taxa}
         timing[name] = {"embed_reference_s": embed_s, "calibrate_s": calibrate_s,

@@ -77,6 +77,7 @@ def test_open_world_smoke(tmp_path):
     calibration = result["results"]["kmer/rank"]["calibration"]  # the bars and the held-out taxa behind them
     assert set(calibration["thresholds"]) == {"order", "family", "genus", "species"}
     assert calibration["n_taxa"]["novel_family"] >= 1 and not calibration["untrained_taxa"]
+    assert calibration["confidence_z"] == pytest.approx(1.645)  # the library's default unless --confidence-z
     sintax = result["results"]["sintax"]
     if shutil.which("vsearch"):  # .ci/run installs Debian's vsearch
         assert sintax["known_species"]["n"] == result["queries"]["known_species"]
