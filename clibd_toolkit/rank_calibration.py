@@ -62,11 +62,10 @@ In the per-rank fit the three situations get equal total weight: the confidence 
 which ``diagnostics`` reports per situation; ``diagnostics["groups"][target]`` gives the simulated outcome per kind
 of query (share named, precision, depth) at each target precision, and ``diagnostics["n_taxa"]`` how many held-out
 taxa each kind of query comes from. A bar resting on few taxa (fewer than :data:`FEW_TAXA` novel families, say) is
-uncertain beyond its bound: measured on two seeded splits of the BOLD benchmark with 9-10 simulated novel families,
-the novel-family names were right 0.973 of the time on one split and 0.877 on the other; the calibration logs a
-warning then. A rank with fewer than two taxa in the
-reference (e.g. one order) cannot be calibrated by
-leaving taxa out: its confidence is that of the next finer rank.
+uncertain beyond its bound: measured on two seeded splits of the BOLD benchmark with runs trained on a 10 % hold-out
+(9-10 simulated novel families), the novel-family names were right 0.973 of the time on one split and 0.877 on the
+other; the calibration logs a warning then. A rank with fewer than two taxa in the reference (e.g. one order) cannot
+be calibrated by leaving taxa out: its confidence is that of the next finer rank.
 
 **Sequence evidence.** Calibrated on a reference whose DNA vectors carry k-mer evidence
 (:func:`clibd_toolkit.kmers.with_sequence_evidence`), every similarity above is the mixed one, and the calibration

@@ -4,11 +4,13 @@ belong to one reference; the CLI and the saved file."""
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from clibd_toolkit import rank_calibration
 from clibd_toolkit.errors import DataError
 from clibd_toolkit.identification import identify
 from clibd_toolkit.rank_calibration import RankCalibration, calibrate_ranks, decide, rank_features
@@ -183,9 +185,7 @@ def test_thresholds_keep_every_kind_of_query_right_by_hand():
     assert naive["novel_genus"]["precision"] == 0.0
 
 
-def test_untrained_taxa_play_the_novel_ones(caplog):
-    import logging
-
+def test_untrained_taxa_play_the_novel_ones(caplog, monkeypatch):
     from clibd_toolkit.rank_calibration import _draw_untrained
 
     tree = Tree(2)
@@ -218,11 +218,9 @@ def test_untrained_taxa_play_the_novel_ones(caplog):
     assert len(warned) == 1 and "(novel_order: 1)" in warned[0]
     assert "For novel_order the reference has few such taxa" in warned[0] and "did not train" not in warned[0]
     # with smaller groups counted, the untrained family (12 records), genera (18) and species are flagged so
-    from clibd_toolkit import rank_calibration
-
     caplog.clear()
-    with pytest.MonkeyPatch.context() as patch, caplog.at_level(logging.WARNING, logger=rank_calibration.__name__):
-        patch.setattr(rank_calibration, "MIN_GROUP", 10)
+    monkeypatch.setattr(rank_calibration, "MIN_GROUP", 10)
+    with caplog.at_level(logging.WARNING, logger="clibd_toolkit.rank_calibration"):
         calibrate_ranks(ref, query_modality="dna", key_modality="dna", n_repeats=1,
                         trained_ids=set(meta["record_id"][~untrained]))
     warned = [r.getMessage() for r in caplog.records if "few held-out taxa" in r.getMessage()]
@@ -237,10 +235,6 @@ def test_untrained_taxa_play_the_novel_ones(caplog):
 
 
 def test_bars_resting_on_few_held_out_taxa_are_flagged(world, caplog, monkeypatch):
-    import logging
-
-    from clibd_toolkit import rank_calibration
-
     reference, _, _, _ = world
     with caplog.at_level(logging.WARNING, logger="clibd_toolkit.rank_calibration"):
         cal = calibrate_ranks(reference, query_modality="dna", key_modality="dna", seed=0, n_repeats=1)
