@@ -99,44 +99,65 @@ def training_records(reference: pd.DataFrame, fraction: float, seed: int) -> pd.
     return reference[role == "reference"].reset_index(drop=True)
 
 
-def run_sintax(reference: pd.DataFrame, queries: pd.DataFrame, cutoff: float, threads: int, workdir: Path) -> dict:
-    exe = shutil.which("vsearch")
-    if exe is None:
-        return {"skipped": "vsearch not installed (Debian/Ubuntu: apt-get install vsearch); SINTAX not run"}
+def _sintax_name(value) -> str:
+    return str(value).replace(",", "_").replace(":", "_").replace(";", "_").replace(" ", "_")
 
-    def clean(v) -> str:
-        return str(v).replace(",", "_").replace(":", "_").replace(";", "_").replace(" ", "_")
 
-    db, qf, out = workdir / "ref.fa", workdir / "queries.fa", workdir / "sintax.tsv"
-    with open(db, "w") as fh:
+def write_sintax_fasta(reference: pd.DataFrame, path: Path) -> None:
+    """The reference as a SINTAX database: one FASTA record per barcode, its taxonomy in the header."""
+    with open(path, "w") as fh:
         for r in reference.itertuples(index=False):
-            tax = ",".join(f"{p}:{clean(getattr(r, rank))}" for p, rank in zip("ofgs", RANKS)
+            tax = ",".join(f"{p}:{_sintax_name(getattr(r, rank))}" for p, rank in zip("ofgs", RANKS)
                            if isinstance(getattr(r, rank), str))
             fh.write(f">{r.record_id};tax={tax};\n{r.dna_barcode}\n")
-    with open(qf, "w") as fh:
+
+
+def write_query_fasta(queries: pd.DataFrame, path: Path) -> None:
+    with open(path, "w") as fh:
         for r in queries.itertuples(index=False):
             fh.write(f">{r.record_id}\n{r.dna_barcode}\n")
-    t0 = time.perf_counter()
-    subprocess.run([exe, "--sintax", str(qf), "--db", str(db), "--tabbedout", str(out), "--sintax_cutoff",
-                    str(cutoff), "--threads", str(threads), "--randseed", "1", "--quiet"], check=True)
-    seconds = time.perf_counter() - t0
-    back = {clean(v): v for rank in RANKS for v in reference[rank].dropna().unique()}
+
+
+def read_sintax(out: Path, reference: pd.DataFrame, queries: pd.DataFrame) -> pd.DataFrame:
+    """SINTAX's tabbed output as the toolkit's identification columns (identified_rank, identified_<rank>), one row
+    per query in ``queries``' order."""
+    back = {_sintax_name(v): v for rank in RANKS for v in reference[rank].dropna().unique()}
     rows = {}
     for line in out.read_text().splitlines():
         parts = line.split("\t")
-        name = parts[0]
         kept = parts[3] if len(parts) > 3 else ""
         found = {}
         for item in filter(None, kept.split(",")):
             p, _, value = item.partition(":")
             found[RANKS["ofgs".index(p)]] = back.get(value, value)
-        rows[name] = found
+        rows[parts[0]] = found
     table = []
     for rid in queries["record_id"]:
         found = rows.get(rid, {})
         finest = next((r for r in reversed(RANKS) if r in found), pd.NA)
         table.append({"identified_rank": finest, **{f"identified_{r}": found.get(r, pd.NA) for r in RANKS}})
-    return {"table": pd.DataFrame(table), "seconds": seconds}
+    return pd.DataFrame(table)
+
+
+def sintax_command(exe: str, queries: Path, db: Path, out: Path, cutoff: float, threads: int) -> list[str]:
+    return [exe, "--sintax", str(queries), "--db", str(db), "--tabbedout", str(out), "--sintax_cutoff", str(cutoff),
+            "--threads", str(threads), "--randseed", "1", "--quiet"]
+
+
+VSEARCH_MISSING = "vsearch not installed (Debian/Ubuntu: apt-get install vsearch); SINTAX not run"
+
+
+def run_sintax(reference: pd.DataFrame, queries: pd.DataFrame, cutoff: float, threads: int, workdir: Path) -> dict:
+    exe = shutil.which("vsearch")
+    if exe is None:
+        return {"skipped": VSEARCH_MISSING}
+    db, qf, out = workdir / "ref.fa", workdir / "queries.fa", workdir / "sintax.tsv"
+    write_sintax_fasta(reference, db)
+    write_query_fasta(queries, qf)
+    t0 = time.perf_counter()
+    subprocess.run(sintax_command(exe, qf, db, out, cutoff, threads), check=True)
+    seconds = time.perf_counter() - t0
+    return {"table": read_sintax(out, reference, queries), "seconds": seconds}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -103,6 +103,38 @@ def test_open_world_training_holdout(tmp_path):
     assert written[0.3]["n_training"] < written[None]["n_training"] < written[None]["n_reference"]
 
 
+@pytest.mark.skipif(not BOLD.is_dir(), reason="real BOLD barcodes not present (../shared/data/bold-insect-coi)")
+def test_identify_speed_smoke(tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    small = BOLD / "bold_insect_coi5p_small.tsv"
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "clibd_toolkit.cli", "train", "--preset", "tiny", "--data",
+                           str(small), "--modalities", "dna,text", "--epochs", "1", "--all-records", "--out", str(run),
+                           "--no-progress"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import clibd_toolkit as ctk
+
+    n = len(ctk.load_records(small))
+    work = tmp_path / "work"
+    result = run_benchmark("identify_speed", ["--run", str(run), "--data", str(small), "--reference-size", str(n - 100),
+                                              "--queries", "300", "--workdir", str(work)], tmp_path)
+    assert (result["n_reference"], result["n_queries"], result["queries_in_reference"]) == (n - 100, 300, 200)
+    clibd = result["clibd"]
+    assert sum(clibd["reported_rank"].values()) + clibd["unnamed"] == 300
+    # the timed identify reused the first one's saved calibration and names every query as that one did
+    first, timed = pd.read_csv(work / "first.csv"), pd.read_csv(work / "identified.csv")
+    pd.testing.assert_frame_equal(first, timed)
+    assert clibd["sequence_weight"] == 0.5  # barcodes get the 5-mer evidence, as clibd identify's default
+    if shutil.which("vsearch"):  # .ci/run installs Debian's vsearch
+        assert sum(result["sintax"]["reported_rank"].values()) + result["sintax"]["unnamed"] == 300
+        assert result["speedup (sintax identify / clibd identify)"] > 0
+    else:
+        assert "apt-get install vsearch" in result["sintax"]["skipped"]
+
+
 RAW_WELLS = REPO.parent / "shared" / "data" / "bioscan1m-raw-wells" / "images"
 
 
