@@ -100,9 +100,11 @@ def execute_notebook(notebook: str | Path, output: str | Path, parameters: Mappi
     Raises:
         ConfigError: a parameter the notebook does not declare (before anything runs).
         ClibdError: a cell failed; the message names the cell and error, and ``output`` holds the executed
-            notebook up to the failing cell.
+            notebook up to the failing cell. Also when a cell runs past ``execution_timeout`` or the kernel dies
+            (then no executed copy is written; the message names the cell).
     """
     import papermill as pm
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
     notebook, output = Path(notebook), Path(output)
@@ -134,6 +136,18 @@ def execute_notebook(notebook: str | Path, output: str | Path, parameters: Mappi
         evalue = " ".join(str(exc.evalue).split())
         raise ClibdError(f"{notebook.name} failed in cell {exc.exec_count} ({exc.ename}: {evalue}); the executed "
                          f"notebook with the failing cell marked is {output}") from None
+    except CellTimeoutError as exc:
+        # papermill passes these on as they are and writes no executed copy
+        cell = " ".join(str(exc).split("-------------------")[1].split()) if "-------------------" in str(exc) else ""
+        raise ClibdError(f"{notebook.name} stopped: a cell ran longer than execution_timeout={execution_timeout} s"
+                         + (f" (the cell starting {cell[:160]!r})" if cell else "")
+                         + f"; no executed copy was written to {output}. Allow more time (execution_timeout, "
+                         "or --cell-timeout on the command line; None = no limit) or run the notebook in JupyterLab "
+                         "to see where it waits") from None
+    except DeadKernelError as exc:
+        raise ClibdError(f"{notebook.name} stopped: its kernel died ({' '.join(str(exc).split())}), often out of "
+                         f"memory; no executed copy was written to {output}. Run it with smaller inputs (SMOKE=True) "
+                         "or on a machine with more memory") from None
     return output
 
 

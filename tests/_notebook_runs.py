@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+#: seconds any one cell may run (a SMOKE cell takes seconds): a cell that hangs fails its test with the notebook and
+#: cell named (execute_notebook's ClibdError) instead of stalling the suite until CI's own limit
+CELL_TIMEOUT = 600
 NAMES = ("01_quickstart", "02_train", "03_evaluate", "04_latent_space", "05_unseen_species", "06_per_taxon_accuracy",
          "07_identify")
 
@@ -70,7 +73,8 @@ def parameters(name: str) -> dict[str, Any]:
 
 def _papermill_cli(notebook: Path, output: Path, params: dict[str, Any]) -> str | None:
     exe = Path(sys.executable).parent / "papermill"
-    cmd = [str(exe), str(notebook), str(output), "-k", "python3", "--cwd", str(root())]
+    cmd = [str(exe), str(notebook), str(output), "-k", "python3", "--cwd", str(root()),
+           "--execution-timeout", str(CELL_TIMEOUT)]
     for key, value in params.items():
         cmd += ["-p", key, str(value)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -99,7 +103,7 @@ def run(name: str) -> Run:
             export_html(executed, html, title=name)
     else:
         try:
-            run_and_export(notebook, root(), params, name=name, cwd=root())
+            run_and_export(notebook, root(), params, name=name, cwd=root(), execution_timeout=CELL_TIMEOUT)
         except ClibdError as exc:
             error = str(exc)
     return Run(name, params, Path(params["OUTPUT_DIR"]), executed, html, time.perf_counter() - start, error)

@@ -33,7 +33,8 @@ def quick():
 
 def _run(name, params, tmp_path):
     params = {"SMOKE": False, "DEVICE": "cpu", "OUTPUT_DIR": str(tmp_path / "out"), **params}
-    run_and_export(runs.NOTEBOOK_DIR / f"{name}.ipynb", tmp_path, params, name=name, cwd=tmp_path)
+    run_and_export(runs.NOTEBOOK_DIR / f"{name}.ipynb", tmp_path, params, name=name, cwd=tmp_path,
+                   execution_timeout=runs.CELL_TIMEOUT)
     return tmp_path / "out"
 
 

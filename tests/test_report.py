@@ -3,6 +3,7 @@ levels and regression checks it shows are tests/test_baselines.py)."""
 from __future__ import annotations
 
 import re
+import time
 
 import nbformat
 import plotly.graph_objects as go
@@ -128,6 +129,16 @@ def test_failing_cell_raises_and_still_writes_both_files(tmp_path):
     assert "check (FAILED)" in html and "VALUE was 7" in html
     ok = report.run_and_export(path, tmp_path / "out2", {"VALUE": 1})
     assert ok["html"].is_file() and ok["notebook"].is_file() and ok["seconds"] > 0
+
+
+def test_a_cell_past_its_time_limit_is_a_clear_error(tmp_path):
+    path = _notebook(tmp_path, "import time\ntime.sleep(60)")
+    started = time.perf_counter()
+    with pytest.raises(ClibdError, match=r"nb.ipynb stopped: a cell ran longer than execution_timeout=2 s "
+                                         r"\(the cell starting 'import time time.sleep\(60\)'\).*Allow more time"):
+        report.execute_notebook(path, tmp_path / "out.ipynb", {"VALUE": 1}, execution_timeout=2)
+    assert time.perf_counter() - started < 50  # stopped at the limit, not after the sleep
+    assert not (tmp_path / "out.ipynb").exists()
 
 
 def test_parse_value_like_papermill():
