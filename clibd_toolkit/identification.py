@@ -206,9 +206,15 @@ def identify(queries: EmbeddingSet, reference: EmbeddingSet, *, query_modality: 
     accepted = {r: ~np.isnan(similarity) for r in RANKS}
     if ranked:
         near = min(novelty.n_neighbours, n_search)  # the neighbourhood it was calibrated on, whatever k lists
+        leaders = None
+        if novelty.sequence_weight:  # joint vectors: where the embedding and the k-mer profile alone point
+            from .kmers import view_leaders
+
+            leaders = view_leaders(queries.vectors[query_modality][q_rows], reference.vectors[key_modality],
+                                   key_rows[all_neighbours[:, :near]], novelty.sequence_k)
         feats = {r: rank_features(all_scores[:, :near],
                                   pd.factorize(ref_meta[r], use_na_sentinel=True)[0][all_neighbours[:, :near]],
-                                  min(novelty.k_support, near)) for r in RANKS}
+                                  min(novelty.k_support, near), leaders) for r in RANKS}
         confidence = novelty.confidence(feats)
         for r in RANKS:
             out[f"confidence_{r}"] = column(confidence[r], np.float64)

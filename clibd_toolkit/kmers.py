@@ -100,6 +100,26 @@ def joint_vectors(embeddings: np.ndarray, profiles: np.ndarray, sequence_weight:
     return out.astype(np.float32)
 
 
+def view_leaders(queries: np.ndarray, keys: np.ndarray, neighbours: np.ndarray, k: int = DEFAULT_K,
+                 chunk: int = 1024) -> np.ndarray:
+    """(m, 2) for joint vectors: the position, in each query's neighbour list (``neighbours``: (m, K) rows of
+    ``keys``, best first by the joint cosine), of the neighbour nearest by the model's embedding alone (column 0) and
+    by the k-mer profile alone (column 1). Where the two views and their mixture point to different taxa, the
+    nearest one's name rests on one view only (:mod:`clibd_toolkit.rank_calibration`, feature ``views``)."""
+    queries, keys = np.asarray(queries), np.asarray(keys)
+    split = queries.shape[1] - 4**k
+    if split < 1 or keys.shape[1] != queries.shape[1]:
+        raise DataError(f"joint vectors of k = {k} hold a model embedding and {4**k} k-mer counts; got queries of "
+                        f"{queries.shape[1]} and keys of {keys.shape[1]} dimensions")
+    out = np.zeros((len(neighbours), 2), dtype=np.int64)
+    for start in range(0, len(neighbours), chunk):
+        q = queries[start:start + chunk]
+        near = keys[neighbours[start:start + chunk]]  # (c, K, d + 4**k)
+        out[start:start + len(q), 0] = np.einsum("cd,ckd->ck", q[:, :split], near[:, :, :split]).argmax(1)
+        out[start:start + len(q), 1] = np.einsum("cd,ckd->ck", q[:, split:], near[:, :, split:]).argmax(1)
+    return out
+
+
 def _check_weight(sequence_weight: float) -> None:
     if not isinstance(sequence_weight, (int, float)) or isinstance(sequence_weight, bool) \
             or not 0 < sequence_weight < 1:

@@ -17,9 +17,10 @@ from clibd_toolkit.kmers import (
     joint_vectors,
     kmer_profiles,
     sequence_evidence,
+    view_leaders,
     with_sequence_evidence,
 )
-from clibd_toolkit.rank_calibration import RankCalibration, calibrate_ranks
+from clibd_toolkit.rank_calibration import RankCalibration, calibrate_ranks, rank_features
 from clibd_toolkit.store import META_COLUMNS, EmbeddingSet
 
 
@@ -156,3 +157,52 @@ def test_calibration_records_the_evidence_and_identification_refuses_a_mismatch(
         calibrate_ranks(joint, query_modality="image", key_modality="dna", n_repeats=1, max_queries=50)
     with pytest.raises(ConfigError, match="sequence_weight"):
         RankCalibration(query_modality="image", key_modality="dna", sequence_weight=0.5)
+
+
+def test_view_leaders_match_a_naive_loop_over_the_two_parts():
+    """Each view's nearest neighbour, found among the joint neighbours by the embedding's and the profile's own
+    cosines (computed from the unjoined parts), including queries where the two views disagree."""
+    rng = np.random.default_rng(5)
+    e_keys, e_q = rng.normal(size=(40, 6)), rng.normal(size=(9, 6))
+    p_keys, p_q = np.abs(rng.normal(size=(40, 4**2))), np.abs(rng.normal(size=(9, 4**2)))
+    keys, queries = joint_vectors(e_keys, p_keys, 0.5), joint_vectors(e_q, p_q, 0.5)
+    neighbours = np.argsort(-(queries @ keys.T), axis=1)[:, :7]
+    got = view_leaders(queries, keys, neighbours, k=2, chunk=4)  # chunks of 4 queries: the seams are covered
+    def cos(x, y):
+        return x @ y / np.linalg.norm(x) / np.linalg.norm(y)
+
+    for i in range(len(queries)):
+        want = [int(np.argmax([cos(e[i], ek[j]) for j in neighbours[i]]))
+                for e, ek in ((e_q, e_keys), (p_q, p_keys))]
+        assert got[i].tolist() == want
+    assert (got[:, 0] != got[:, 1]).any() and (got != 0).any()  # the case is not trivial
+    with pytest.raises(DataError, match="joint vectors of k = 5"):
+        view_leaders(queries, keys, neighbours, k=5)
+
+
+def test_identification_uses_both_views_as_calibrated():
+    """With joint vectors, the confidences identify reports are the calibration's models applied to features
+    whose views column comes from each view's own nearest neighbour (recomputed here by brute force)."""
+    ids, species, seqs, dna = _library()
+    joint = with_sequence_evidence(_set(ids, dna, species), seqs, 0.5)
+    cal = calibrate_ranks(joint, query_modality="dna", key_modality="dna", n_repeats=1, max_queries=50)
+    assert all(len(m["coef"]) == 4 for m in cal.models.values() if m)
+    rng = np.random.default_rng(9)
+    q_dna = dna[[1, 8, 17]] + rng.normal(scale=0.4, size=(3, dna.shape[1]))
+    q_ids = ["q0", "q1", "q2"]
+    q_seqs = {q: seqs[ids[i]] for q, i in zip(q_ids, (20, 8, 3))}  # barcodes of other records: views can differ
+    queries = with_sequence_evidence(_set(q_ids, q_dna / np.linalg.norm(q_dna, axis=1, keepdims=True)), q_seqs, 0.5)
+    table = identify(queries, joint, query_modality="dna", key_modality="dna", k=3, novelty=cal)
+    Q, K = queries.vectors["dna"].astype(np.float64), joint.vectors["dna"].astype(np.float64)
+    n = min(cal.n_neighbours, len(ids))
+    order = np.argsort(-(Q @ K.T), axis=1, kind="stable")[:, :n]
+    scores = np.take_along_axis(Q @ K.T, order, axis=1)
+    split = K.shape[1] - 4**5
+    leaders = np.stack([np.argmax((Q[:, None, :split] * K[order][:, :, :split]).sum(-1), axis=1),
+                        np.argmax((Q[:, None, split:] * K[order][:, :, split:]).sum(-1), axis=1)], axis=1)
+    meta = joint.metadata
+    feats = {r: rank_features(scores, pd.factorize(meta[r])[0][order], min(cal.k_support, n), leaders)
+             for r in ("order", "family", "genus", "species")}
+    want = cal.confidence(feats)
+    for r, values in want.items():
+        np.testing.assert_allclose(table[f"confidence_{r}"].to_numpy(dtype=float), values, atol=1e-5)

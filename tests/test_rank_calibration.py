@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from clibd_toolkit import rank_calibration
-from clibd_toolkit.errors import DataError
+from clibd_toolkit.errors import ConfigError, DataError
 from clibd_toolkit.identification import identify
 from clibd_toolkit.rank_calibration import RankCalibration, calibrate_ranks, decide, rank_features
 from clibd_toolkit.store import EmbeddingSet
@@ -109,6 +109,33 @@ def test_rank_features_by_hand():
     np.testing.assert_allclose(f[:, 1], [0.2, 0.4])
     np.testing.assert_allclose(f[:, 2], [(0.9 + 0.8) / 2.4, 1.0])
     np.testing.assert_allclose(f[:, 0], [0.9, 0.9])
+    np.testing.assert_allclose(f[:, 3], [1.0, 1.0])  # one view: nothing to disagree with
+    # views: the share of the single views' nearest neighbours (positions 0 and 2; 1 and 3) of the nearest's taxon
+    f = rank_features(scores, codes, k_support=3, leaders=np.array([[0, 2], [1, 3]]))
+    np.testing.assert_allclose(f[:, 3], [0.5, 1.0])
+    np.testing.assert_allclose(rank_features(scores, np.array([[-1, 1, 1, 1], [3, 3, 3, 3]]), 3,
+                                             np.array([[0, 0], [2, 0]]))[:, 3], [0.0, 1.0])
+
+
+def test_a_calibration_saved_with_three_features_applies_as_fitted(world):
+    """Files written before the views feature keep their meaning: their models use the first three features."""
+    calibration = world[3]
+    old = {r: None if m is None else {**m, **{k: m[k][:3] for k in ("mean", "scale", "coef")}}
+           for r, m in calibration.models.items()}
+    legacy = RankCalibration.from_dict({**calibration.to_dict(), "models": old})
+    rng = np.random.default_rng(0)
+    feats = {r: np.column_stack([rng.uniform(0.5, 1, 6), rng.uniform(0, 0.3, 6), rng.uniform(0, 1, 6),
+                                 rng.choice([0.0, 0.5, 1.0], 6)]) for r in old}
+    got = legacy.confidence(feats)
+    running = np.zeros(6)
+    for r in ("species", "genus", "family", "order"):  # by hand: standardise, logit, isotonic, max over finer ranks
+        m = old[r]
+        z = ((feats[r][:, :3] - m["mean"]) / np.asarray(m["scale"])) @ np.asarray(m["coef"]) + m["intercept"]
+        running = np.maximum(running, np.interp(z, m["x"], m["y"]))
+        np.testing.assert_allclose(got[r], running)
+    broken = {r: None if m is None else {**m, "coef": m["coef"][:2]} for r, m in calibration.models.items()}
+    with pytest.raises(ConfigError, match="coef: 4 numbers each"):
+        RankCalibration.from_dict({**calibration.to_dict(), "models": broken})
 
 
 def test_listing_more_neighbours_does_not_change_the_naming(world):
@@ -140,9 +167,11 @@ def test_single_order_reference_takes_the_family_confidence():
     reference = embedding_set(rows, [tree.vector(*r) for r in rows], "r")
     cal = calibrate_ranks(reference, query_modality="dna", key_modality="dna", n_repeats=1)
     assert cal.models["order"] is None and not cal.diagnostics["order"]["calibrated"]
-    feats = {r: np.array([[0.9, 0.1, 1.0]]) for r in ("order", "family", "genus", "species")}
+    feats = {r: np.array([[0.9, 0.1, 1.0, 1.0]]) for r in ("order", "family", "genus", "species")}
     conf = cal.confidence(feats)
     assert conf["order"][0] == conf["family"][0]
+    with pytest.raises(DataError, match=r"3 columns.*similarity, margin, agreement, views"):
+        cal.confidence({r: f[:, :3] for r, f in feats.items()})
 
 
 def test_naming_summary_by_hand():
