@@ -164,7 +164,7 @@ def identify(queries: EmbeddingSet, reference: EmbeddingSet, *, query_modality: 
     Raises:
         ConfigError: missing modality, k larger than the reference, calibration for another modality pair.
     """
-    from .rank_calibration import RankCalibration, rank_features
+    from .rank_calibration import RankCalibration, features_per_rank
 
     ranked = isinstance(novelty, RankCalibration)
     if novelty is not None and (novelty.query_modality, novelty.key_modality) != (query_modality, key_modality):
@@ -212,9 +212,8 @@ def identify(queries: EmbeddingSet, reference: EmbeddingSet, *, query_modality: 
 
             leaders = view_leaders(queries.vectors[query_modality][q_rows], reference.vectors[key_modality],
                                    key_rows[all_neighbours[:, :near]], novelty.sequence_k)
-        feats = {r: rank_features(all_scores[:, :near],
-                                  pd.factorize(ref_meta[r], use_na_sentinel=True)[0][all_neighbours[:, :near]],
-                                  min(novelty.k_support, near), leaders) for r in RANKS}
+        feats = features_per_rank(all_scores[:, :near], all_neighbours[:, :near], ref_meta, novelty.k_support,
+                                  leaders)
         confidence = novelty.confidence(feats)
         for r in RANKS:
             out[f"confidence_{r}"] = column(confidence[r], np.float64)

@@ -362,11 +362,14 @@ def neighbourhood(index: NearestNeighbourIndex, key_meta: pd.DataFrame, queries:
         from .kmers import view_leaders
 
         leaders = view_leaders(queries, keys, neighbours, sequence_k)
-    feats = {}
-    for rank in RANKS:
-        codes = pd.factorize(key_meta[rank], use_na_sentinel=True)[0][neighbours]
-        feats[rank] = rank_features(scores, codes, min(k_support, n), leaders)
-    return feats, scores, neighbours
+    return features_per_rank(scores, neighbours, key_meta, k_support, leaders), scores, neighbours
+
+
+def features_per_rank(scores: np.ndarray, neighbours: np.ndarray, key_meta: pd.DataFrame, k_support: int,
+                      leaders: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """rank -> :func:`rank_features` of (m, K) neighbour similarities and positions into ``key_meta``."""
+    return {rank: rank_features(scores, pd.factorize(key_meta[rank], use_na_sentinel=True)[0][neighbours],
+                                min(k_support, neighbours.shape[1]), leaders) for rank in RANKS}
 
 
 def _draw_untrained(meta: pd.DataFrame, rank: str, has_q: np.ndarray, has_k: np.ndarray, untrained: np.ndarray,
