@@ -27,7 +27,10 @@ Per method and query group: the share whose reported (finest) rank is each rank 
 species/genus/family/order or finer, the precision of the reported name at the reported rank, and the time (library
 build: embedding + calibration; identification of all queries), and how much the precision rests on a few taxa
 (``n_taxa`` held out, ``precision_se_over_taxa``: its standard error over those taxa, and the taxa behind most wrong
-names: a group's precision is decided by which taxa happen to be new, so read it with that error). Novelty AUROC
+names: a group's precision is decided by which taxa happen to be new, so read it with that error), and how much of
+the group shares its barcodes with other reference taxa (``bin_shared``: the share of queries whose BOLD BIN holds
+reference records of another taxon at the group's rank, e.g. a novel species whose BIN a reference congener
+shares; ``outside_shared_bins``: share named and precision over the other queries). Novelty AUROC
 (species absent vs present) for the toolkit methods. One JSON object on stdout.
 
     python benchmarks/open_world.py                 # full data, about 10,000 queries
@@ -238,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict:
         qset, query_extra = query_set()
         table = identify(qset, ref, query_modality="dna", key_modality="dna", k=5, novelty=cal)
         identify_s = time.perf_counter() - t0 + query_extra
-        results[name] = _per_group(table, queries, groups)
+        results[name] = _per_group(table, queries, groups, reference)
         from sklearn.metrics import roc_auc_score
 
         novel = ~queries["species"].isin(set(reference["species"].dropna())).to_numpy()
@@ -297,7 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
         if "skipped" in sintax:
             results["sintax"] = sintax
         else:
-            results["sintax"] = _per_group(sintax["table"], queries, groups)
+            results["sintax"] = _per_group(sintax["table"], queries, groups, reference)
             timing["sintax"] = {"identify_s (index + classify)": sintax["seconds"]}
     out = {"benchmark": "open_world", "data": str(args.data), "seed": args.seed, "fraction": args.fraction,
            "n_records": int(len(records)), "n_reference": int(len(reference)),
@@ -308,7 +311,7 @@ def main(argv: list[str] | None = None) -> dict:
     return out
 
 
-def _per_group(table: pd.DataFrame, queries: pd.DataFrame, groups: np.ndarray) -> dict:
+def _per_group(table: pd.DataFrame, queries: pd.DataFrame, groups: np.ndarray, reference: pd.DataFrame) -> dict:
     from clibd_toolkit.rank_thresholds import naming_summary
 
     out = {}
@@ -319,6 +322,31 @@ def _per_group(table: pd.DataFrame, queries: pd.DataFrame, groups: np.ndarray) -
         sub, truth = table[m].reset_index(drop=True), queries[m].reset_index(drop=True)
         out[g] = naming_summary(sub, truth)
         out[g].update(_taxon_spread(sub, truth, CLUSTER_RANK[g]))
+        out[g].update(_bin_sharing(sub, truth, reference, CLUSTER_RANK[g]))
+    return out
+
+
+def shared_bins(truth: pd.DataFrame, reference: pd.DataFrame, rank: str) -> np.ndarray:
+    """(n,) whether each query's BOLD BIN (``bin_uri``: BOLD's clusters of near-identical barcodes) holds reference
+    records of another taxon at ``rank`` than the query's own: a barcode shared across taxa, which no method that
+    names by barcode similarity can tell apart (for a novel species, any reference record in its BIN)."""
+    ref = reference.dropna(subset=["bin_uri", rank])
+    held = ref.groupby("bin_uri")[rank].agg(frozenset).to_dict()
+    return np.array([isinstance(b, str) and bool(held.get(b, frozenset()) - {t})
+                     for b, t in zip(truth["bin_uri"], truth[rank])], dtype=bool)
+
+
+def _bin_sharing(identified: pd.DataFrame, truth: pd.DataFrame, reference: pd.DataFrame, rank: str) -> dict:
+    """How much of the group shares its barcode with other reference taxa (:func:`shared_bins`: ``bin_shared``,
+    the share of queries) and the naming of the other queries (``outside_shared_bins``: n, share named, precision),
+    so that a precision missed because barcodes are shared reads apart from one missed by the method."""
+    from clibd_toolkit.rank_thresholds import naming_summary
+
+    shared = shared_bins(truth, reference, rank)
+    out: dict = {"bin_shared": float(shared.mean()) if len(shared) else 0.0}
+    if (~shared).any():
+        rest = naming_summary(identified[~shared].reset_index(drop=True), truth[~shared].reset_index(drop=True))
+        out["outside_shared_bins"] = {"n": rest["n"], "named": rest["named"], "precision": rest["precision"]}
     return out
 
 

@@ -7,7 +7,8 @@ split), so one split's verdict does not carry over to the next (measured: the de
 right 0.973 of the time on seed 0 and 0.877 on seed 1). Pooled over seeds, per method and query group: the share
 named (over all queries), the precision of the names (over all names) and its standard error over the held-out taxa
 (the seeds' taxon-level errors combined as independent; taxa drawn by two seeds count twice, so it is a little
-optimistic when splits overlap), and the share named to species.
+optimistic when splits overlap), the share named to species, and, where the outputs measured it, the share of queries
+whose barcodes other reference taxa share (``bin_shared``) with the naming of the rest (``outside_shared_bins``).
 
     python benchmarks/open_world.py --seed 0 --run RUN0 > ow0.json
     python benchmarks/open_world.py --seed 1 --run RUN1 > ow1.json
@@ -40,11 +41,21 @@ def pool(per_seed: list[dict]) -> dict:
     total_named = sum(named)
     right = sum((s["precision"] or 0.0) * k for s, k in zip(per_seed, named))
     spread = [(s.get("precision_se_over_taxa") or 0.0) * k for s, k in zip(per_seed, named)]
-    return {"n": n, "n_taxa": sum(s.get("n_taxa", 0) for s in per_seed),
-            "named": total_named / n if n else 0.0,
-            "precision": right / total_named if total_named else None,
-            "precision_se_over_taxa": math.sqrt(sum(x * x for x in spread)) / total_named if total_named else None,
-            "named_to_species": sum(s["named_at_or_below"]["species"] * s["n"] for s in per_seed) / n if n else 0.0}
+    out = {"n": n, "n_taxa": sum(s.get("n_taxa", 0) for s in per_seed),
+           "named": total_named / n if n else 0.0,
+           "precision": right / total_named if total_named else None,
+           "precision_se_over_taxa": math.sqrt(sum(x * x for x in spread)) / total_named if total_named else None,
+           "named_to_species": sum(s["named_at_or_below"]["species"] * s["n"] for s in per_seed) / n if n else 0.0}
+    if all("bin_shared" in s for s in per_seed):  # outputs that measured barcode sharing (open_world._bin_sharing)
+        out["bin_shared"] = sum(s["bin_shared"] * s["n"] for s in per_seed) / n if n else 0.0
+        rest = [s["outside_shared_bins"] for s in per_seed if "outside_shared_bins" in s]
+        m = sum(r["n"] for r in rest)
+        named_rest = [r["named"] * r["n"] for r in rest]
+        out["outside_shared_bins"] = {
+            "n": m, "named": sum(named_rest) / m if m else 0.0,
+            "precision": (sum((r["precision"] or 0.0) * k for r, k in zip(rest, named_rest)) / sum(named_rest)
+                          if sum(named_rest) else None)}
+    return out
 
 
 def verdicts(figures: dict, sintax: dict | None, min_precision: float, auroc: float | None,

@@ -74,6 +74,11 @@ def test_open_world_smoke(tmp_path):
     for method in ("kmer/rank", "kmer/novelty"):
         known = result["results"][method]["known_species"]
         assert sum(known["reported_rank"].values()) + known["none"] == pytest.approx(1.0)
+        for group in result["results"][method].values():  # barcode sharing measured for every group
+            if isinstance(group, dict) and "n" in group:
+                assert 0.0 <= group["bin_shared"] <= 1.0
+                rest = group.get("outside_shared_bins")
+                assert rest is None or rest["n"] == round(group["n"] * (1 - group["bin_shared"]))
     calibration = result["results"]["kmer/rank"]["calibration"]  # the bars and the held-out taxa behind them
     assert set(calibration["thresholds"]) == {"order", "family", "genus", "species"}
     assert calibration["n_taxa"]["novel_family"] >= 1 and not calibration["untrained_taxa"]
@@ -84,6 +89,20 @@ def test_open_world_smoke(tmp_path):
         assert sintax["known_species"]["precision"] > 0.9  # SINTAX names known species right
     else:
         assert "apt-get install vsearch" in sintax["skipped"]
+
+
+def test_shared_bins_by_hand(monkeypatch):
+    """A query shares its barcode when its BIN holds reference records of another taxon at the rank."""
+    import pandas as pd
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from open_world import shared_bins
+
+    reference = pd.DataFrame({"bin_uri": ["B1", "B1", "B2", None, "B4"], "species": ["a", "b", "c", "d", None]})
+    truth = pd.DataFrame({"bin_uri": ["B1", "B2", "B3", None, "B2", "B4"], "species": ["a", "c", "x", "a", "y", "z"]})
+    # B1 holds a and b (a's query shares it with b); B2 only c; B3 is not in the reference; no BIN; y's query in
+    # c's B2; B4's only reference record has no species
+    assert shared_bins(truth, reference, "species").tolist() == [True, False, False, False, True, False]
 
 
 @pytest.mark.skipif(not BOLD.is_dir(), reason="real BOLD barcodes not present (../shared/data/bold-insect-coi)")
@@ -172,6 +191,10 @@ def _open_world_output(seed: int, family: tuple[float, float, float], sintax_fam
     ours = {"novel_family": group(*family, species=0.0), "novel_genus": group(0.5, 1.0, species=0.0),
             "novel_species": group(0.5, 1.0, species=0.0), "known_species": group(1.0, 1.0, species=0.98),
             "novelty_auroc": 0.995 - 0.01 * seed}
+    # seed 0: 10 of 100 novel-species queries share a BIN with a reference species, the other 90 named 0.5, all
+    # right; seed 1: 30 share, the other 70 named 0.4, half right
+    ours["novel_species"].update({"bin_shared": (0.1, 0.3)[seed], "outside_shared_bins": {
+        "n": (90, 70)[seed], "named": (0.5, 0.4)[seed], "precision": (1.0, 0.5)[seed]}})
     theirs = {**{g: group(0.3, 1.0, species=0.0) for g in ("novel_genus", "novel_species")},
               "novel_family": group(sintax_family_named, 1.0, species=0.0), "known_species": group(1.0, 1.0)}
     return {"benchmark": "open_world", "seed": seed, "n_reference": 1000, "min_precision": 0.95,
@@ -190,6 +213,11 @@ def test_open_world_seeds_pools_by_hand(tmp_path):
     # by hand: 20 + 40 of 200 named; 20 x 1.0 + 40 x 0.75 = 50 right of 60; se sqrt(0^2 + (0.1 x 40)^2) / 60
     assert family["named"] == pytest.approx(0.3) and family["precision"] == pytest.approx(50 / 60)
     assert family["precision_se_over_taxa"] == pytest.approx(4 / 60) and family["n_taxa"] == 20
+    assert "bin_shared" not in family  # not measured in these outputs: not made up
+    species = result["pooled"]["clibd+kmer/rank@0.5"]["novel_species"]
+    # by hand: 10 + 30 of 200 share; outside them 45 + 28 of 160 named, 45 x 1.0 + 28 x 0.5 = 59 right
+    assert species["bin_shared"] == pytest.approx(0.2)
+    assert species["outside_shared_bins"] == pytest.approx({"n": 160, "named": 73 / 160, "precision": 59 / 73})
     targets = result["targets"]
     assert targets["novel_family_precision"]["met_pooled"] is False  # 0.833 < 0.95
     assert targets["novel_family_precision"]["met_on_every_seed"] is False  # seed 1: 0.75
