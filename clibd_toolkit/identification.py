@@ -164,7 +164,7 @@ def identify(queries: EmbeddingSet, reference: EmbeddingSet, *, query_modality: 
     Raises:
         ConfigError: missing modality, k larger than the reference, calibration for another modality pair.
     """
-    from .rank_calibration import RankCalibration, features_per_rank
+    from .rank_calibration import RankCalibration, centroid_margins, features_per_rank, taxon_centroids
 
     ranked = isinstance(novelty, RankCalibration)
     if novelty is not None and (novelty.query_modality, novelty.key_modality) != (query_modality, key_modality):
@@ -212,8 +212,10 @@ def identify(queries: EmbeddingSet, reference: EmbeddingSet, *, query_modality: 
 
             leaders = view_leaders(queries.vectors[query_modality][q_rows], reference.vectors[key_modality],
                                    key_rows[all_neighbours[:, :near]], novelty.sequence_k)
+        centroids = taxon_centroids(reference.vectors[key_modality], ref_meta, key_rows)
+        margins = centroid_margins(queries.vectors[query_modality][q_rows], centroids, all_neighbours[:, 0])
         feats = features_per_rank(all_scores[:, :near], all_neighbours[:, :near], ref_meta, novelty.k_support,
-                                  leaders)
+                                  leaders, centroid=margins)
         confidence = novelty.confidence(feats)
         for r in RANKS:
             out[f"confidence_{r}"] = column(confidence[r], np.float64)

@@ -186,7 +186,7 @@ def test_identification_uses_both_views_as_calibrated():
     ids, species, seqs, dna = _library()
     joint = with_sequence_evidence(_set(ids, dna, species), seqs, 0.5)
     cal = calibrate_ranks(joint, query_modality="dna", key_modality="dna", n_repeats=1, max_queries=50)
-    assert all(len(m["coef"]) == 4 for m in cal.models.values() if m)
+    assert all(len(m["coef"]) == 5 for m in cal.models.values() if m)
     rng = np.random.default_rng(9)
     q_dna = dna[[1, 8, 17]] + rng.normal(scale=0.4, size=(3, dna.shape[1]))
     q_ids = ["q0", "q1", "q2"]
@@ -201,8 +201,21 @@ def test_identification_uses_both_views_as_calibrated():
     leaders = np.stack([np.argmax((Q[:, None, :split] * K[order][:, :, :split]).sum(-1), axis=1),
                         np.argmax((Q[:, None, split:] * K[order][:, :, split:]).sum(-1), axis=1)], axis=1)
     meta = joint.metadata
-    feats = {r: rank_features(scores, pd.factorize(meta[r])[0][order], min(cal.k_support, n), leaders)
-             for r in ("order", "family", "genus", "species")}
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+    def centroid_margin(rank: str) -> np.ndarray:  # the joint vectors' taxon centroids, species alike, by brute force
+        taxa = np.asarray(meta[rank].unique(), dtype=object)
+        cents = np.stack([unit(np.mean([unit(K[((meta[rank] == t) & (meta["species"] == s)).to_numpy()].mean(0))
+                                        for s in meta.loc[meta[rank] == t, "species"].unique()], axis=0))
+                          for t in taxa])
+        sims = Q @ cents.T
+        own = taxa[None, :] == meta[rank].to_numpy(dtype=object)[order[:, 0]][:, None]
+        return sims[own] - np.where(own, -np.inf, sims).max(1)
+
+    feats = {r: rank_features(scores, pd.factorize(meta[r])[0][order], min(cal.k_support, n), leaders,
+                              centroid=centroid_margin(r)) for r in ("order", "family", "genus", "species")}
     want = cal.confidence(feats)
     for r, values in want.items():
         np.testing.assert_allclose(table[f"confidence_{r}"].to_numpy(dtype=float), values, atol=1e-5)

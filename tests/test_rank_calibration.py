@@ -104,37 +104,108 @@ def test_simulation_diagnostics(world):
 def test_rank_features_by_hand():
     scores = np.array([[0.9, 0.8, 0.7, 0.6], [0.9, 0.85, 0.8, 0.5]])
     codes = np.array([[1, 1, 2, 2], [3, 3, 3, 3]])
-    f = rank_features(scores, codes, k_support=3)
+    centroid = np.array([-0.1, 0.3])
+    f = rank_features(scores, codes, k_support=3, centroid=centroid)
     # margin: 0.9 - 0.7 (first other taxon); all agree -> 0.9 - the last similarity 0.5
     np.testing.assert_allclose(f[:, 1], [0.2, 0.4])
     np.testing.assert_allclose(f[:, 2], [(0.9 + 0.8) / 2.4, 1.0])
     np.testing.assert_allclose(f[:, 0], [0.9, 0.9])
     np.testing.assert_allclose(f[:, 3], [1.0, 1.0])  # one view: nothing to disagree with
+    np.testing.assert_allclose(f[:, 4], centroid)  # the centroid margins as given
     # views: the share of the single views' nearest neighbours (positions 0 and 2; 1 and 3) of the nearest's taxon
-    f = rank_features(scores, codes, k_support=3, leaders=np.array([[0, 2], [1, 3]]))
+    f = rank_features(scores, codes, k_support=3, leaders=np.array([[0, 2], [1, 3]]), centroid=centroid)
     np.testing.assert_allclose(f[:, 3], [0.5, 1.0])
     np.testing.assert_allclose(rank_features(scores, np.array([[-1, 1, 1, 1], [3, 3, 3, 3]]), 3,
-                                             np.array([[0, 0], [2, 0]]))[:, 3], [0.0, 1.0])
+                                             np.array([[0, 0], [2, 0]]), centroid=centroid)[:, 3], [0.0, 1.0])
+    with pytest.raises(DataError, match="centroid margins"):
+        rank_features(scores, codes, 3, centroid=np.zeros(3))
 
 
-def test_a_calibration_saved_with_three_features_applies_as_fitted(world):
-    """Files written before the views feature keep their meaning: their models use the first three features."""
+def test_centroid_margins_against_a_naive_loop():
+    """Per query and rank: cosine to the nearest key's taxon centroid minus the best other taxon's, where a centroid
+    is the unit mean of its species' unit means (records without a species: one more species), computed taxon by
+    taxon from the labels; unlabelled nearest keys give 0; rows picks the keys out of a larger array."""
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(40, 8)).astype(np.float32)
+    rows = rng.permutation(40)[:30]
+    meta = pd.DataFrame({"order": ["A"] * 30, "family": rng.choice(["F1", "F2", "F3"], 30),
+                         "genus": rng.choice(["G1", "G2", "G3", "G4", None], 30),
+                         "species": [None if i % 9 == 4 else f"s{i % 7}" for i in range(30)]})
+    queries = rng.normal(size=(9, 8)).astype(np.float32)
+    nearest = rng.integers(0, 30, size=9)
+    got = rank_calibration.centroid_margins(queries, rank_calibration.taxon_centroids(vectors, meta, rows), nearest,
+                                            max_cells=5)  # tiny chunks: the chunking must not matter
+    keys = vectors[rows].astype(np.float64)
+
+    def unit(v):
+        return v / np.linalg.norm(v)
+
+    for rank in ("order", "family", "genus", "species"):
+        taxa = sorted(set(meta[rank].dropna()))
+        cents = {}
+        for t in taxa:
+            mine = meta[rank] == t
+            units = [unit(keys[(mine & (meta["species"] == s)).to_numpy()].mean(axis=0))
+                     for s in set(meta.loc[mine, "species"].dropna())]
+            if meta.loc[mine, "species"].isna().any():
+                units.append(unit(keys[(mine & meta["species"].isna()).to_numpy()].mean(axis=0)))
+            cents[t] = unit(np.mean(units, axis=0))
+        for i, q in enumerate(queries.astype(np.float64)):
+            own = meta[rank][nearest[i]]
+            if len(taxa) < 2 or pd.isna(own):
+                want = 0.0
+            else:
+                want = q @ cents[own] - max(q @ cents[t] for t in taxa if t != own)
+            assert got[rank][i] == pytest.approx(want, abs=1e-5), (rank, i)
+
+
+def test_a_taxon_centroid_weighs_its_species_alike():
+    """A genus of one species sampled 50 times and one sampled twice: its centroid lies halfway between them."""
+    a, b = np.eye(4)[0], np.eye(4)[1]
+    vectors = np.array([a] * 50 + [b] * 2, dtype=np.float32)
+    meta = pd.DataFrame({"order": "O", "family": "F", "genus": "G", "species": ["A"] * 50 + ["B"] * 2})
+    centroids = rank_calibration.taxon_centroids(vectors, meta)
+    np.testing.assert_allclose(centroids.vectors["genus"][0], (a + b) / np.sqrt(2), atol=1e-6)
+    np.testing.assert_allclose(centroids.vectors["species"], [a, b], atol=1e-6)
+
+
+def test_a_mislabelled_nearest_record_is_named_less_surely():
+    """The centroid feature at work: a query whose nearest records are a few records filed under another genus
+    (mislabelled, or a stray lineage) sits nearer its own genus's centroid: the margin is negative, while a query
+    whose nearest records are typical of their genus gets a positive one."""
+    tree = Tree(1)
+    rows = [(0, f, g, s) for f in range(2) for g in range(3) for s in range(3) for _ in range(6)]
+    vectors = [tree.vector(*r) for r in rows]
+    meta = pd.DataFrame([labels(*r) for r in rows])
+    stray = [tree.vector(0, 0, 0, 5) for _ in range(3)]  # genus G0's barcodes filed as genus G1
+    meta = pd.concat([meta, pd.DataFrame([labels(0, 0, 1, 0)] * 3)], ignore_index=True)
+    centroids = rank_calibration.taxon_centroids(np.array(vectors + stray), meta)
+    queries = np.array([tree.vector(0, 0, 0, 5), tree.vector(0, 0, 1, 1)])
+    nearest = np.array([len(rows), rows.index((0, 0, 1, 1))])  # a stray record; a record of species G1S1
+    margins = rank_calibration.centroid_margins(queries, centroids, nearest)["genus"]
+    assert margins[0] < 0 < margins[1]
+
+
+@pytest.mark.parametrize("width", [3, 4])
+def test_a_calibration_saved_with_fewer_features_applies_as_fitted(world, width):
+    """Files written before the views (three features) or the centroid feature (four) keep their meaning: their
+    models use the first three or four features."""
     calibration = world[3]
-    old = {r: None if m is None else {**m, **{k: m[k][:3] for k in ("mean", "scale", "coef")}}
+    old = {r: None if m is None else {**m, **{k: m[k][:width] for k in ("mean", "scale", "coef")}}
            for r, m in calibration.models.items()}
     legacy = RankCalibration.from_dict({**calibration.to_dict(), "models": old})
     rng = np.random.default_rng(0)
     feats = {r: np.column_stack([rng.uniform(0.5, 1, 6), rng.uniform(0, 0.3, 6), rng.uniform(0, 1, 6),
-                                 rng.choice([0.0, 0.5, 1.0], 6)]) for r in old}
+                                 rng.choice([0.0, 0.5, 1.0], 6), rng.uniform(-0.2, 0.2, 6)]) for r in old}
     got = legacy.confidence(feats)
     running = np.zeros(6)
     for r in ("species", "genus", "family", "order"):  # by hand: standardise, logit, isotonic, max over finer ranks
         m = old[r]
-        z = ((feats[r][:, :3] - m["mean"]) / np.asarray(m["scale"])) @ np.asarray(m["coef"]) + m["intercept"]
+        z = ((feats[r][:, :width] - m["mean"]) / np.asarray(m["scale"])) @ np.asarray(m["coef"]) + m["intercept"]
         running = np.maximum(running, np.interp(z, m["x"], m["y"]))
         np.testing.assert_allclose(got[r], running)
     broken = {r: None if m is None else {**m, "coef": m["coef"][:2]} for r, m in calibration.models.items()}
-    with pytest.raises(ConfigError, match="coef: 4 numbers each"):
+    with pytest.raises(ConfigError, match="coef: 5 numbers each"):
         RankCalibration.from_dict({**calibration.to_dict(), "models": broken})
 
 
@@ -167,10 +238,10 @@ def test_single_order_reference_takes_the_family_confidence():
     reference = embedding_set(rows, [tree.vector(*r) for r in rows], "r")
     cal = calibrate_ranks(reference, query_modality="dna", key_modality="dna", n_repeats=1)
     assert cal.models["order"] is None and not cal.diagnostics["order"]["calibrated"]
-    feats = {r: np.array([[0.9, 0.1, 1.0, 1.0]]) for r in ("order", "family", "genus", "species")}
+    feats = {r: np.array([[0.9, 0.1, 1.0, 1.0, 0.05]]) for r in ("order", "family", "genus", "species")}
     conf = cal.confidence(feats)
     assert conf["order"][0] == conf["family"][0]
-    with pytest.raises(DataError, match=r"3 columns.*similarity, margin, agreement, views"):
+    with pytest.raises(DataError, match=r"3 columns.*similarity, margin, agreement, views, centroid"):
         cal.confidence({r: f[:, :3] for r, f in feats.items()})
 
 
