@@ -24,11 +24,12 @@ learnt only the species case and named a wrong genus for most novel genera.
   the figures. Calibrations saved before it (three coefficients per rank) are applied as they were fitted;
 - ``centroid``: the cosine of the query to the centroid of the nearest one's taxon at r (the unit mean of that
   taxon's reference vectors, each species weighing the same: :func:`taxon_centroids`) minus its cosine to the
-  nearest centroid of any other taxon at r (:func:`centroid_margins`): negative when the taxon's records are, on the whole, farther than another taxon's,
-  as when the nearest records are a few mislabelled or contaminated ones. Real libraries hold such records: in the
-  BOLD set four *Aedes albopictus* records sit in the BIN of *Culex tritaeniorhynchus* and two *Eupeodes corollae*
-  and one *Syritta pipiens* in that of *Eristalis tenax*, so queries of those species, were they new, took a wrong
-  genus from them at high confidence. Calibrations saved before it (four coefficients) are applied as fitted.
+  nearest centroid of any other taxon at r (:func:`centroid_margins`): negative when the taxon's records are, on
+  the whole, farther than another taxon's, as when the nearest records are a few mislabelled or contaminated ones.
+  Real libraries hold such records: in the BOLD set four *Aedes albopictus* records sit in the BIN of *Culex
+  tritaeniorhynchus* and two *Eupeodes corollae* and one *Syritta pipiens* in that of *Eristalis tenax*, so queries
+  of those species, were they new, took a wrong genus from them at high confidence. Calibrations saved before it
+  (four coefficients) are applied as fitted.
 
 Measured and left out: SINTAX-style bootstrap support (over 50 fixed random eighths of the vector's dimensions,
 the share won by the nearest one's taxon at r) as a further feature. On the BOLD benchmark's seed-1 split with a
