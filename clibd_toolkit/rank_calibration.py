@@ -28,7 +28,10 @@ learnt only the species case and named a wrong genus for most novel genera.
   the whole, farther than another taxon's, as when the nearest records are a few mislabelled or contaminated ones.
   Real libraries hold such records: in the BOLD set four *Aedes albopictus* records sit in the BIN of *Culex
   tritaeniorhynchus* and two *Eupeodes corollae* and one *Syritta pipiens* in that of *Eristalis tenax*, so queries
-  of those species, were they new, took a wrong genus from them at high confidence. Calibrations saved before it
+  of those species, were they new, took a wrong genus from them at high confidence. Measured on the BOLD benchmark
+  (three seeds, as for ``views``; README gives the figures), it raised the novel-family names from 40.6 % of the
+  queries, right 0.947 of the time, to 56.0 % at 0.957, the novel-genus names from 67.0 % to 77.0 % at about the
+  same precision (0.953, 0.949) and the novel-species precision from 0.877 to 0.938. Calibrations saved before it
   (four coefficients) are applied as fitted.
 
 Measured and left out: SINTAX-style bootstrap support (over 50 fixed random eighths of the vector's dimensions,
