@@ -164,7 +164,7 @@ def identify(queries: EmbeddingSet, reference: EmbeddingSet, *, query_modality: 
     Raises:
         ConfigError: missing modality, k larger than the reference, calibration for another modality pair.
     """
-    from .rank_calibration import RankCalibration, centroid_margins, features_per_rank, taxon_centroids
+    from .rank_calibration import RankCalibration, features_per_rank, taxon_centroids
 
     ranked = isinstance(novelty, RankCalibration)
     if novelty is not None and (novelty.query_modality, novelty.key_modality) != (query_modality, key_modality):
@@ -206,16 +206,12 @@ def identify(queries: EmbeddingSet, reference: EmbeddingSet, *, query_modality: 
     accepted = {r: ~np.isnan(similarity) for r in RANKS}
     if ranked:
         near = min(novelty.n_neighbours, n_search)  # the neighbourhood it was calibrated on, whatever k lists
-        leaders = None
-        if novelty.sequence_weight:  # joint vectors: where the embedding and the k-mer profile alone point
-            from .kmers import view_leaders
-
-            leaders = view_leaders(queries.vectors[query_modality][q_rows], reference.vectors[key_modality],
-                                   key_rows[all_neighbours[:, :near]], novelty.sequence_k)
-        centroids = taxon_centroids(reference.vectors[key_modality], ref_meta, key_rows)
-        margins = centroid_margins(queries.vectors[query_modality][q_rows], centroids, all_neighbours[:, 0])
-        feats = features_per_rank(all_scores[:, :near], all_neighbours[:, :near], ref_meta, novelty.k_support,
-                                  leaders, centroid=margins)
+        keys = reference.vectors[key_modality]
+        centroids = taxon_centroids(keys, ref_meta, key_rows)
+        sequence_k = novelty.sequence_k if novelty.sequence_weight else None  # joint vectors: two views
+        feats = features_per_rank(queries.vectors[query_modality][q_rows], keys, all_scores[:, :near],
+                                  all_neighbours[:, :near], novelty.k_support, centroids, sequence_k=sequence_k,
+                                  key_rows=key_rows)
         confidence = novelty.confidence(feats)
         for r in RANKS:
             out[f"confidence_{r}"] = column(confidence[r], np.float64)

@@ -194,7 +194,7 @@ def taxon_centroids(vectors: np.ndarray, key_meta: pd.DataFrame, rows: np.ndarra
         n_units = int(unit.max()) + 1 if len(unit) else 0
         member = sparse.csr_matrix((np.ones(len(unit), dtype=vectors.dtype), (unit, rows[labelled])),
                                    shape=(n_units, len(vectors)))
-        units = _unit_rows(np.asarray(member @ vectors, dtype=np.float64))  # in the vectors' own type: no copy
+        units = _unit_rows(np.asarray(member @ vectors, dtype=np.float64))  # member has the vectors' dtype: no upcast
         unit_taxon = np.zeros(n_units, dtype=np.int64)
         unit_taxon[unit] = code[labelled]
         taxa = sparse.csr_matrix((np.ones(n_units), (unit_taxon, np.arange(n_units))), shape=(n_taxa, n_units))
@@ -442,28 +442,28 @@ def _apply(model: dict[str, Any], features: np.ndarray) -> np.ndarray:
 def neighbourhood(index: NearestNeighbourIndex, key_meta: pd.DataFrame, queries: np.ndarray, n: int,
                   k_support: int, keys: np.ndarray, centroids: TaxonCentroids,
                   sequence_k: int | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Features per rank of ``queries`` against an index over ``keys`` (the vectors it holds) with ``key_meta``
-    and their ``centroids``; also the similarities and neighbour positions. ``sequence_k``: joint vectors of that
-    k, whose two views give the ``views`` feature (without it it is 1.0)."""
-    n = min(n, len(key_meta))
-    scores, neighbours = index.search(queries, n)
+    """:func:`features_per_rank` of ``queries`` against an index over ``keys`` (the vectors it holds) with
+    ``key_meta`` and their ``centroids``, searching the top ``n``; also the similarities and neighbour positions."""
+    scores, neighbours = index.search(queries, min(n, len(key_meta)))
+    feats = features_per_rank(queries, keys, scores, neighbours, k_support, centroids, sequence_k=sequence_k)
+    return feats, scores, neighbours
+
+
+def features_per_rank(queries: np.ndarray, keys: np.ndarray, scores: np.ndarray, neighbours: np.ndarray,
+                      k_support: int, centroids: TaxonCentroids, *, sequence_k: int | None = None,
+                      key_rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """rank -> :func:`rank_features` of ``queries`` from their (m, K) neighbour similarities and positions among
+    the keys that ``centroids`` were made of (:func:`taxon_centroids`; its codes give each neighbour's taxon).
+    ``keys[key_rows]`` are those keys' vectors (``key_rows`` None: ``keys`` itself); ``sequence_k``: joint vectors
+    of that k, whose two views give the ``views`` feature (without it it is 1.0)."""
     leaders = None
     if sequence_k is not None:
         from .kmers import view_leaders
 
-        leaders = view_leaders(queries, keys, neighbours, sequence_k)
-    feats = features_per_rank(scores, neighbours, key_meta, k_support, leaders,
-                              centroid=centroid_margins(queries, centroids, neighbours[:, 0]))
-    return feats, scores, neighbours
-
-
-def features_per_rank(scores: np.ndarray, neighbours: np.ndarray, key_meta: pd.DataFrame, k_support: int,
-                      leaders: np.ndarray | None = None, *, centroid: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """rank -> :func:`rank_features` of (m, K) neighbour similarities and positions into ``key_meta``, with the
-    rank's :func:`centroid_margins`."""
-    return {rank: rank_features(scores, pd.factorize(key_meta[rank], use_na_sentinel=True)[0][neighbours],
-                                min(k_support, neighbours.shape[1]), leaders, centroid=centroid[rank])
-            for rank in RANKS}
+        leaders = view_leaders(queries, keys, neighbours if key_rows is None else key_rows[neighbours], sequence_k)
+    margins = centroid_margins(queries, centroids, neighbours[:, 0])
+    return {rank: rank_features(scores, centroids.codes[rank][neighbours], min(k_support, neighbours.shape[1]),
+                                leaders, centroid=margins[rank]) for rank in RANKS}
 
 
 def _draw_untrained(meta: pd.DataFrame, rank: str, has_q: np.ndarray, has_k: np.ndarray, untrained: np.ndarray,
